@@ -1,0 +1,88 @@
+"""Checkpoint files: atomic writing and safe, explicit loading of network weights and training states."""
+import os
+import pickle
+import tempfile
+import zipfile
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: missing, truncated, not a state dict, or with the wrong keys."""
+
+
+def atomic_save(obj, path):
+    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+
+    A process killed while saving leaves at most a stray ``.tmp`` file, never a truncated ``path``.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def safe_load(path, map_location='cpu'):
+    """``torch.load`` with ``weights_only=True`` and an error that names the file when it is unusable."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f'Checkpoint not found: {path}')
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
+        raise CheckpointError(f'Cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, '
+                              f'corrupt, or holds objects other than tensors and plain containers. '
+                              f'Delete it (an --auto_resume run then uses the previous one) or re-download it. '
+                              f'Cause: {type(err).__name__}: {err}') from err
+
+
+def extract_state_dict(loaded, param_key='params', path='<checkpoint>'):
+    """The network state dict inside a loaded checkpoint.
+
+    Accepts BasicSR files (``{'params': ..., 'params_ema': ...}``) and bare state dicts as the reference
+    repositories save them. Falls back from ``params_ema`` to ``params``; strips DDP's ``module.`` prefix.
+    """
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f'{path} holds a {type(loaded).__name__}, expected a state dict or {{"params": ...}}.')
+    if param_key is not None and param_key in loaded and isinstance(loaded[param_key], dict):
+        state = loaded[param_key]
+    elif 'params' in loaded and isinstance(loaded['params'], dict):
+        state = loaded['params']
+    elif all(torch.is_tensor(v) for v in loaded.values()):
+        state = loaded  # a bare state dict
+    else:
+        raise CheckpointError(f'{path} has no "{param_key}" entry and is not a bare state dict; '
+                              f'top-level keys: {sorted(loaded)[:10]}')
+    return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
+
+
+def load_network_weights(net, path, param_key='params', strict=True):
+    """Load a checkpoint file into ``net`` with a clear error listing missing, unexpected and mis-shaped keys."""
+    state = extract_state_dict(safe_load(path), param_key, path)
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if strict and (missing or unexpected or wrong_shape):
+        lines = [f'Checkpoint {path} does not match {type(net).__name__}:']
+        if missing:
+            lines.append(f'  {len(missing)} missing keys, e.g. {missing[:5]}')
+        if unexpected:
+            lines.append(f'  {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}')
+        for k in wrong_shape[:5]:
+            lines.append(f'  {k}: checkpoint {tuple(state[k].shape)}, network {tuple(own[k].shape)}')
+        lines.append('Check the network options (e.g. num_feat, num_blocks) against the ones the checkpoint was '
+                     'trained with, or load with strict_load: false.')
+        raise CheckpointError('\n'.join(lines))
+    if not strict:
+        state = {k: v for k, v in state.items() if k not in wrong_shape}
+    net.load_state_dict(state, strict=strict)
+    return net

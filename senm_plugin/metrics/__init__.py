@@ -1,0 +1,4 @@
+"""Imports every `*_metric.py` module of this folder so its entries register in BasicSR's registries."""
+from senm_plugin.autoimport import import_modules
+
+_modules = import_modules(__name__, __file__, '_metric')
