@@ -171,6 +171,34 @@ def _patch_base_model():
     BaseModel.load_network = load_network
 
 
+_LMDB_ENVS = {}
+
+
+def _patch_lmdb_backend():
+    """``basicsr/utils/file_client.py`` ``LmdbBackend`` opens one environment per dataset; py-lmdb >= 1.5 refuses to
+    open the same environment twice in one process ("already open in this process"), e.g. when training and
+    validation read the same LMDB. Share one read-only environment per path and process; name a missing LMDB."""
+    from basicsr.utils.file_client import LmdbBackend
+
+    def __init__(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
+        import lmdb
+        client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
+        self.db_paths = [str(v) for v in (db_paths if isinstance(db_paths, list) else [db_paths])]
+        assert len(client_keys) == len(self.db_paths), ('client_keys and db_paths should have the same length, '
+                                                        f'but received {len(client_keys)} and {len(self.db_paths)}.')
+        self._client = {}
+        for client, path in zip(client_keys, self.db_paths):
+            if not os.path.isfile(os.path.join(path, 'data.mdb')):
+                raise FileNotFoundError(f'LMDB not found: {path} (no data.mdb). Create it with `basicsr prepare` '
+                                        f'(see datasets/README.md) or fix the dataroot option.')
+            key = (os.getpid(), os.path.realpath(path), readonly, lock, readahead, tuple(sorted(kwargs.items())))
+            if key not in _LMDB_ENVS:
+                _LMDB_ENVS[key] = lmdb.open(path, readonly=readonly, lock=lock, readahead=readahead, **kwargs)
+            self._client[client] = _LMDB_ENVS[key]
+
+    LmdbBackend.__init__ = __init__
+
+
 def apply():
     """Install every adaptation; safe to call more than once."""
     global _APPLIED
@@ -180,4 +208,5 @@ def apply():
     _patch_dist_util()
     _patch_resume()
     _patch_base_model()
+    _patch_lmdb_backend()
     _APPLIED = True
