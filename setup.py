@@ -17,8 +17,6 @@ setup(
     long_description=long_description,
     long_description_content_type='text/markdown',
     packages=find_packages(include=['senm_plugin', 'senm_plugin.*']),
-    include_package_data=True,
-    package_data={'senm_plugin': ['options/*.yml']},
     python_requires='>=3.8',
     install_requires=[
         'torch>=1.13',

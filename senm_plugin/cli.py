@@ -128,6 +128,5 @@ def main(argv=None):
     return VERBS[verb][1](rest) or 0
 
 
-
 if __name__ == '__main__':
     sys.exit(main())

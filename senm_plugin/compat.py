@@ -93,10 +93,12 @@ def _patch_resume():
         resume_state_path = None
         if opt['auto_resume']:
             state_dir = opt['path'].get('training_states') or os.path.join('experiments', opt['name'],
-                                                                            'training_states')
+                                                                           'training_states')
             if os.path.isdir(state_dir):
-                states = [int(v[:-len('.state')]) for v in scandir(state_dir, suffix='.state', recursive=False)
-                          if v[:-len('.state')].isdigit()]
+                states = [
+                    int(v[:-len('.state')]) for v in scandir(state_dir, suffix='.state', recursive=False)
+                    if v[:-len('.state')].isdigit()
+                ]
                 if states:
                     resume_state_path = os.path.join(state_dir, f'{max(states)}.state')
                     opt['path']['resume_state'] = resume_state_path

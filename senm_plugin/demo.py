@@ -132,8 +132,7 @@ def main(argv=None):
     start = time.time()
 
     _stage('1/3 building camera-noise data from scikit-image sample images')
-    folders, noise = make_demo_data(
-        os.path.join(out, 'data'), crops_per_image=4 if args.quick else 12, seed=args.seed)
+    folders, noise = make_demo_data(os.path.join(out, 'data'), crops_per_image=4 if args.quick else 12, seed=args.seed)
     print(f'    shot={noise["shot"]}, read={noise["read"]}: {noise["paired"]} pairs, {noise["source"]} clean-only, '
           f'{noise["target"]} noisy-only crops, {len(os.listdir(folders["test_gt"]))} held-out test pairs')
 

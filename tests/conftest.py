@@ -50,7 +50,8 @@ def run_basicsr(args, cwd, timeout=600, env_extra=None, check=True):
     cmd = [sys.executable, '-m', 'senm_plugin.cli'] + list(args)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
+        raise AssertionError(
+            f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}')
     return proc
 
 
