@@ -32,6 +32,7 @@ setup(
         'numpy',
         'scipy',
         'scikit-image',
+        'Pillow',
     ],
     extras_require={'test': ['pytest']},
     entry_points={'console_scripts': ['basicsr=senm_plugin.cli:main']},

@@ -1,0 +1,122 @@
+"""BasicSR-format LMDBs: reading ``meta_info.txt`` and writing an LMDB so that an unfinished one is never kept.
+
+An LMDB is built in ``<out>/_partial_<name>.lmdb`` with BasicSR's ``LmdbMaker``; when every entry is in, a done
+marker (``prepare_done.json``: entry count and a fingerprint of the settings) is written into it and the folder is
+renamed to ``<out>/<name>.lmdb``. A finished LMDB is kept on a re-run only if its marker, ``meta_info.txt`` and the
+LMDB itself agree on the entry count and the fingerprint matches; anything else is rebuilt.
+"""
+import json
+import os
+import shutil
+from os import path as osp
+
+DONE_MARKER = 'prepare_done.json'
+META_INFO = 'meta_info.txt'
+
+
+def read_meta_info(lmdb_path, key='dataroot'):
+    """Keys and (h, w, c) shapes listed in an LMDB's meta_info.txt; a missing/empty LMDB raises naming ``key``."""
+    if not lmdb_path:
+        raise ValueError(f'{key}: no LMDB path given')
+    meta = osp.join(lmdb_path, META_INFO)
+    if not osp.isdir(lmdb_path):
+        raise FileNotFoundError(f'{key}: LMDB {lmdb_path} does not exist')
+    if not osp.isfile(meta):
+        raise FileNotFoundError(f'{key}: {meta} is missing (not a BasicSR LMDB, or an unfinished one)')
+    entries = []
+    with open(meta) as f:
+        for num, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(' ')
+            try:
+                h, w, c = (int(v) for v in parts[1].strip('()').split(','))
+            except (IndexError, ValueError):
+                raise ValueError(f'{meta}, line {num}: expected "name.png (h,w,c) level", got "{line}"') from None
+            entries.append((osp.splitext(parts[0])[0], (h, w, c)))
+    if not entries:
+        raise ValueError(f'{key}: LMDB {lmdb_path} is empty ({META_INFO} lists no image)')
+    return entries
+
+
+def lmdb_entry_count(lmdb_path):
+    """Number of records in an LMDB (opened read-only, without locking)."""
+    import lmdb
+    env = lmdb.open(lmdb_path, readonly=True, lock=False, readahead=False)
+    try:
+        return env.stat()['entries']
+    finally:
+        env.close()
+
+
+def finished_status(lmdb_path, fingerprint):
+    """``'done'`` if ``lmdb_path`` is a verified finished LMDB for ``fingerprint``, ``'other'`` if finished with other
+    settings, ``None`` if absent or unfinished (then it must be rebuilt)."""
+    marker = osp.join(lmdb_path, DONE_MARKER)
+    if not osp.isfile(marker):
+        return None
+    try:
+        with open(marker) as f:
+            done = json.load(f)
+        with open(osp.join(lmdb_path, META_INFO)) as f:
+            meta_lines = sum(1 for line in f if line.strip())
+        if not done['entries'] == meta_lines == lmdb_entry_count(lmdb_path):
+            return None
+    except Exception:  # noqa: BLE001 any damage means "rebuild"
+        return None
+    return 'done' if done.get('fingerprint') == fingerprint else 'other'
+
+
+def remove_path(path):
+    """Delete a file or folder if present."""
+    if osp.isdir(path) and not osp.islink(path):
+        shutil.rmtree(path)
+    elif osp.lexists(path):
+        os.remove(path)
+
+
+class LmdbBuild:
+    """One LMDB under construction: ``put`` entries, then ``finish`` (marker + rename) or ``abort`` (delete)."""
+
+    def __init__(self, out_dir, name, fingerprint, compress_level=1, map_size=1024**4):
+        from basicsr.utils.lmdb_util import LmdbMaker
+        self.name, self.fingerprint = name, fingerprint
+        self.final_path = osp.join(out_dir, f'{name}.lmdb')
+        self.tmp_path = osp.join(out_dir, f'_partial_{name}.lmdb')
+        remove_path(self.tmp_path)  # left by an interrupted run
+        self.maker = LmdbMaker(self.tmp_path, map_size=map_size, compress_level=compress_level)
+        self.count = 0
+
+    def put(self, key, img_bytes, shape):
+        """Add one PNG-encoded image under ``key`` (ASCII, no dot)."""
+        self.maker.put(img_bytes, key, shape)
+        self.count += 1
+
+    def finish(self):
+        """Commit, verify the entry count, write the done marker last and move the LMDB to its final name."""
+        self.maker.close()
+        stored = lmdb_entry_count(self.tmp_path)
+        if stored != self.count:
+            raise RuntimeError(f'{self.tmp_path}: wrote {self.count} entries but the LMDB holds {stored}')
+        with open(osp.join(self.tmp_path, DONE_MARKER), 'w') as f:
+            json.dump({'entries': self.count, 'fingerprint': self.fingerprint}, f)
+        remove_path(self.final_path)
+        os.replace(self.tmp_path, self.final_path)
+        return self.final_path
+
+    def abort(self):
+        """Close and delete the partial LMDB."""
+        try:
+            self.maker.close()
+        except Exception:  # noqa: BLE001 already closed or broken; it is deleted anyway
+            pass
+        remove_path(self.tmp_path)
+
+
+def write_json_atomic(path, obj):
+    """Write JSON to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = f'{path}.tmp'
+    with open(tmp, 'w') as f:  # one top-level key per line: readable, and compact for 96,000 crops
+        f.write('{\n' + ',\n'.join(f'{json.dumps(k)}: {json.dumps(v)}' for k, v in obj.items()) + '\n}\n')
+    os.replace(tmp, path)

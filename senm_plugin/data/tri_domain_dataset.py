@@ -1,0 +1,246 @@
+"""The three-domain training set of SeNM-VAE: paired (clean + noisy), source (clean only), target (noisy only)."""
+import math
+import random
+from fractions import Fraction
+from os import path as osp
+
+import numpy as np
+from torch.utils import data as data
+
+from basicsr.data.transforms import augment
+from basicsr.utils import FileClient, img2tensor
+from basicsr.utils.registry import DATASET_REGISTRY
+from senm_plugin.data.image_io import ImageError, check_min_size, decode_bgr8, list_images, match_pairs
+from senm_plugin.data.lmdb_io import read_meta_info
+
+PAIRED, SOURCE, TARGET = 0, 1, 2
+DOMAIN_NAMES = ('paired', 'source', 'target')
+# per domain: the option keys of its gt and lq roots (source and target have one root)
+_ROOT_KEYS = (('dataroot_paired_gt', 'dataroot_paired_lq'), ('dataroot_source', ) * 2, ('dataroot_target', ) * 2)
+_CLIENT_KEYS = (('paired_gt', 'paired_lq'), ('source', 'source'), ('target', 'target'))
+
+
+def domain_schedule(sizes, weights, seed, num_samples=None):
+    """Per-index (domain, item) arrays of one epoch: domain d fills a share weights[d] / sum(weights) of the indices.
+
+    The length is ``num_samples`` or, by default, the smallest length in which every item of every domain appears at
+    least once (max_d ceil(N_d / p_d)); a small domain repeats its items in turn. Both arrays are a deterministic
+    function of (sizes, weights, seed). Shares are exact: counts are floors of p_d * length, remainders go to the
+    largest fractions.
+    """
+    p = [Fraction(w).limit_denominator(10**6) for w in weights]
+    total = sum(p)
+    p = [w / total for w in p]
+    active = [d for d in range(len(sizes)) if p[d] > 0]
+    length = num_samples or max(math.ceil(sizes[d] / p[d]) for d in active)
+    counts = [math.floor(p[d] * length) if d in active else 0 for d in range(len(sizes))]
+    by_fraction = sorted(active, key=lambda d: (-(p[d] * length - counts[d]), d))
+    for d in by_fraction[:length - sum(counts)]:
+        counts[d] += 1
+    rng = np.random.default_rng(seed)
+    domain = np.repeat(np.arange(len(sizes), dtype=np.int8), counts)
+    rng.shuffle(domain)
+    item = np.empty(length, dtype=np.int64)
+    for d in active:
+        where = np.flatnonzero(domain == d)
+        order = rng.permutation(sizes[d])  # which item comes first in the cycle through domain d
+        item[where] = order[np.arange(len(where)) % sizes[d]]
+    return domain, item
+
+
+@DATASET_REGISTRY.register()
+class TriDomainDataset(data.Dataset):
+    """Paired / source / target samples for SeNM-VAE, read from folders or BasicSR LMDBs.
+
+    Options (BasicSR style): ``dataroot_paired_gt`` + ``dataroot_paired_lq`` (paired clean/noisy, matched by name),
+    ``dataroot_source`` (clean only), ``dataroot_target`` (noisy only): any domain may be left out.
+    ``io_backend``: ``{type: disk}`` (folders of images; optional ``meta_info_paired`` / ``meta_info_source`` /
+    ``meta_info_target`` files list the names to use, first word per line; ``meta_info_file`` is an alias of
+    ``meta_info_paired``) or ``{type: lmdb}`` (each root is an LMDB; its ``meta_info.txt`` gives the keys).
+    ``domain_frequency``: share of each domain in the draws, a list [paired, source, target] or a dict with those
+    names (default: equal over the present domains; 0 leaves a domain out). ``gt_size`` (default 64),
+    ``use_hflip``, ``use_rot`` (with both: the 8 dihedral transforms, the same for gt and lq). ``seed`` (default 0),
+    ``num_samples`` (epoch length, default below). ``phase`` val/test: paired only, the full image, or a centre crop
+    of ``center_crop`` pixels if that option is set.
+
+    Returns ``gt`` (clean) and ``lq`` (noisy) as float32 RGB CHW tensors in [0, 1], ``domain`` (0 paired, 1 source,
+    2 target), ``gt_path``, ``lq_path``. A source sample has no noisy image and a target sample no clean one: the
+    missing image is a copy of the present one (and both paths are its path); the model's domain masks keep it out
+    of every loss. Images are read as BasicSR does (grey -> 3 channels, 16-bit -> 8-bit, alpha dropped).
+
+    Sampling: index i of an epoch is domain ``d(i)`` and item ``k(i)`` of that domain, both fixed by (seed, i)
+    (``domain_schedule``): each domain holds its frequency's share of the indices, whatever its size, and by
+    default the epoch is just long enough for every item of every domain to appear (10 paired samples among 48,000
+    source and 48,000 target ones are repeated to a third of the epoch). BasicSR's ``EnlargedSampler`` permutes the
+    indices by epoch and gives each rank a disjoint slice, so ranks draw different samples and the mix holds over
+    each epoch; crops and flips use Python's ``random``, which BasicSR seeds per worker and rank from
+    ``manual_seed``. BasicSR does not pass ``manual_seed`` to datasets: set ``seed`` here to change the schedule.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.phase = opt.get('phase', 'train')
+        self.train = self.phase == 'train'
+        self.io_backend_opt = dict(opt.get('io_backend') or {'type': 'disk'})
+        self.backend = self.io_backend_opt.pop('type', 'disk')
+        if self.backend not in ('disk', 'lmdb'):
+            raise ValueError(f'io_backend.type: "{self.backend}" is not supported; use disk or lmdb')
+        self.gt_size = int(opt.get('gt_size') or 64)
+        self.center_crop = opt.get('center_crop')
+        self.use_hflip = bool(opt.get('use_hflip', False))
+        self.use_rot = bool(opt.get('use_rot', False))
+        self.file_client = None
+
+        present = [bool(opt.get(keys[0])) for keys in _ROOT_KEYS]
+        if bool(opt.get('dataroot_paired_gt')) != bool(opt.get('dataroot_paired_lq')):
+            raise ValueError('dataroot_paired_gt and dataroot_paired_lq must be given together')
+        if not self.train:
+            if not present[PAIRED]:
+                raise ValueError(f'phase {self.phase}: validation/test needs dataroot_paired_gt and dataroot_paired_lq')
+            present = [True, False, False]
+        if not any(present):
+            raise ValueError('TriDomainDataset: give at least one of dataroot_paired_gt/_lq, dataroot_source, '
+                             'dataroot_target')
+        # files[d] = (gt names, lq names, gt root, lq root); names are LMDB keys or file names
+        self.files = [self._scan(d) if present[d] else None for d in range(3)]
+        self.sizes = [len(f[0]) if f else 0 for f in self.files]
+
+        if self.train:
+            weights = self._frequencies(present)
+            self.domain, self.item = domain_schedule(self.sizes, weights, int(opt.get('seed', 0)),
+                                                     opt.get('num_samples'))
+        else:
+            self.domain = np.zeros(self.sizes[PAIRED], dtype=np.int8)
+            self.item = np.arange(self.sizes[PAIRED], dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _frequencies(self, present):
+        freq = self.opt.get('domain_frequency')
+        if freq is None:
+            return [1.0 if p else 0.0 for p in present]
+        if isinstance(freq, dict):
+            unknown = set(map(str, freq)) - set(DOMAIN_NAMES)
+            if unknown:
+                raise ValueError(f'domain_frequency: unknown domain(s) {sorted(unknown)}; use {DOMAIN_NAMES}')
+            freq = [freq.get(name, 0) for name in DOMAIN_NAMES]
+        if len(freq) != 3:
+            raise ValueError(f'domain_frequency: expected 3 values [paired, source, target], got {freq}')
+        weights = [float(w) for w in freq]
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f'domain_frequency: values must be finite, >= 0 and not all 0, got {freq}')
+        for d, w in enumerate(weights):
+            if w > 0 and not present[d]:
+                raise ValueError(f'domain_frequency gives {DOMAIN_NAMES[d]} a share {w} but {_ROOT_KEYS[d][0]} '
+                                 'is not set')
+        return weights
+
+    def _scan(self, d):
+        gt_key, lq_key = _ROOT_KEYS[d]
+        gt_root, lq_root = self.opt[gt_key], self.opt[lq_key]
+        if self.backend == 'lmdb':
+            gt = read_meta_info(gt_root, gt_key)
+            self._check_lmdb_sizes(gt, gt_root)
+            gt_names = [k for k, _ in gt]
+            if d != PAIRED:
+                return gt_names, gt_names, gt_root, gt_root
+            lq = read_meta_info(lq_root, lq_key)
+            lq_names, lq_shapes = [k for k, _ in lq], dict(lq)
+            gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
+            for k, shape in gt:
+                if lq_shapes[k] != shape:
+                    raise ImageError(f'{gt_root}:{k} is {shape} but {lq_root}:{k} is {lq_shapes[k]}')
+            return gt_names, lq_names, gt_root, lq_root
+        gt_names = self._disk_names(d, gt_root, gt_key)
+        if d != PAIRED:
+            return gt_names, gt_names, gt_root, gt_root
+        lq_names = self._disk_names(d, lq_root, lq_key, gt_names)
+        gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
+        return gt_names, lq_names, gt_root, lq_root
+
+    def _disk_names(self, d, root, key, gt_names=None):
+        meta = self.opt.get(f'meta_info_{DOMAIN_NAMES[d]}') or (self.opt.get('meta_info_file') if d == PAIRED else None)
+        if not meta:
+            return list_images(root, key)
+        if gt_names is not None:  # the meta info lists the gt names; lq files are found by stem in the lq folder
+            stems = {osp.splitext(n)[0] for n in gt_names}
+            return [n for n in list_images(root, key) if osp.splitext(n)[0] in stems]
+        with open(meta) as f:
+            names = [line.split()[0] for line in f if line.strip()]
+        if not names:
+            raise ValueError(f'meta_info_{DOMAIN_NAMES[d]}: {meta} lists no image')
+        missing = [n for n in names if not osp.isfile(osp.join(root, n))]
+        if missing:
+            raise FileNotFoundError(f'{meta} lists {len(missing)} file(s) missing from {root}: {missing[:5]}')
+        return names
+
+    def _check_lmdb_sizes(self, entries, root):
+        need = self.gt_size if self.train else self.center_crop
+        if need:
+            for k, shape in entries:
+                check_min_size(shape, int(need), f'{root}:{k}', 'gt_size' if self.train else 'center_crop')
+
+    # ----------------------------------------------------------------------------------------------- reading
+    def _read(self, root, name, client_key):
+        if self.backend == 'lmdb':
+            where = f'{root}:{name}'
+            content = self.file_client.get(name, client_key)
+        else:
+            where = osp.join(root, name)
+            try:
+                content = self.file_client.get(where)
+            except OSError as err:
+                raise ImageError(f'{where}: cannot be read ({err.strerror or err})') from err
+        return decode_bgr8(content, where), where
+
+    def _open(self):
+        if self.backend == 'lmdb':
+            # environments are shared per process and path by senm_plugin.compat (py-lmdb refuses a second open)
+            clients = {client: root for d, f in enumerate(self.files) if f is not None
+                       for client, root in zip(_CLIENT_KEYS[d], f[2:])}
+            self.file_client = FileClient(
+                'lmdb', db_paths=list(clients.values()), client_keys=list(clients), **self.io_backend_opt)
+        else:
+            self.file_client = FileClient('disk', **self.io_backend_opt)
+
+    def __getitem__(self, index):
+        if self.file_client is None:
+            self._open()  # in the worker process: LMDB environments must not cross a fork
+        d, k = int(self.domain[index]), int(self.item[index])
+        gt_names, lq_names, gt_root, lq_root = self.files[d]
+        gt_client, lq_client = _CLIENT_KEYS[d]
+        img_gt, gt_path = self._read(gt_root, gt_names[k], gt_client)
+        imgs = [img_gt]
+        if d == PAIRED:
+            img_lq, lq_path = self._read(lq_root, lq_names[k], lq_client)
+            if img_lq.shape != img_gt.shape:
+                raise ImageError(f'{gt_path} is {img_gt.shape[:2]} but its partner {lq_path} is {img_lq.shape[:2]}')
+            imgs.append(img_lq)
+        else:
+            lq_path = gt_path
+
+        # a single-domain image is transformed once (augment flips in place) and copied afterwards
+        if self.train:
+            check_min_size(img_gt.shape, self.gt_size, gt_path)
+            # the same draws as BasicSR's paired_random_crop (Python's random, seeded per worker by BasicSR)
+            top = random.randint(0, img_gt.shape[0] - self.gt_size)
+            left = random.randint(0, img_gt.shape[1] - self.gt_size)
+            imgs = [img[top:top + self.gt_size, left:left + self.gt_size] for img in imgs]
+            imgs = augment(imgs, self.use_hflip, self.use_rot)
+            imgs = imgs if isinstance(imgs, list) else [imgs]
+        elif self.center_crop:
+            size = int(self.center_crop)
+            check_min_size(img_gt.shape, size, gt_path, 'center_crop')
+            h, w = img_gt.shape[:2]
+            top, left = (h - size) // 2, (w - size) // 2
+            imgs = [img[top:top + size, left:left + size] for img in imgs]
+
+        # uint8 BGR HWC -> float32 RGB CHW in [0, 1] (cropped first: converting the full image costs more)
+        tensors = img2tensor([img.astype(np.float32) / 255. for img in imgs], bgr2rgb=True)
+        gt = tensors[0]
+        lq = tensors[1] if d == PAIRED else gt.clone()
+        path_gt, path_lq = (gt_names[k], lq_names[k]) if self.backend == 'lmdb' else (gt_path, lq_path)
+        return {'gt': gt, 'lq': lq, 'domain': d, 'gt_path': path_gt, 'lq_path': path_lq}
+
+    def __len__(self):
+        return len(self.domain)
