@@ -1,0 +1,202 @@
+"""SeNM-VAE (Zheng et al., CVPR 2024): a hierarchical VAE with a content latent z and a degradation latent zn.
+
+Paper Sec. 3.2, Eq. (14)-(21). Three bottom-up encoders (clean x -> a^l for q(z|x); noisy y -> a^l for q(z|y);
+noisy y -> a_n^l for q(zn|y,z)), four Gaussian heads per layer (q(z|x), q(z|y), q(zn|y,z), p(zn|z); the zn heads
+see the degradation level as one extra input channel) and one top-down decoder shared by p(x|z) and p(y|z,zn).
+Attribute names are those of the reference checkpoints (zhengdihan/SeNM-VAE, ``SIDD/models/network_senmvae.py``):
+``*_H`` belongs to the clean image x, ``*_L`` to the noisy image y, ``*_N`` to the noise encoder.
+"""
+import torch
+from basicsr.utils.registry import ARCH_REGISTRY
+from torch import nn as nn
+
+from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
+                             mixture_select)
+
+# Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).
+PAIRED, SOURCE, TARGET = 0, 1, 2
+
+
+@ARCH_REGISTRY.register()
+class SeNMVAE(nn.Module):
+    """Semi-supervised noise model: learns p(y|x) from paired, clean-only and noisy-only images.
+
+    Args:
+        num_in_ch (int): image channels. Default: 3.
+        num_feat (int): feature channels of every layer (reference ``nf``). Default: 64.
+        num_levels (list[int]): RDB latent layers per resolution (reference ``nls``); a DownSample latent layer sits
+            between consecutive resolutions, so ``[2, 4]`` gives L = 2 + 1 + 4 = 7 latent layers. Default: [2, 4].
+        zn_dim (int): channels of each degradation latent layer zn^l. Default: 16.
+        num_down (int): extra 2x down-samplings before the first latent layer. Default: 0.
+        num_grow_ch (int): growth channels of the residual dense blocks. Default: 32.
+    """
+
+    def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32):
+        super().__init__()
+        nf = num_feat
+        self.num_levels = list(num_levels)
+        self.num_down = num_down
+
+        def inconv():
+            return nn.Sequential(nn.Conv2d(num_in_ch, nf, 1), *[DownSample(nf, nf) for _ in range(num_down)])
+
+        self.inconv_H, self.inconv_L, self.inconv_N = inconv(), inconv(), inconv()
+
+        names = ('encs_H', 'encs_L', 'encs_N', 'Gauconv_zn_q', 'Gauconv_zn_p', 'Gauconv_z_L', 'Gauconv_z_H', 'dec',
+                 'proj_zn', 'proj_z')
+        layers = {name: [] for name in names}
+        for level, num in enumerate(self.num_levels):
+            last = level == len(self.num_levels) - 1
+            for k in range(num + (0 if last else 1)):
+                resample = k == num  # the latent layer that changes resolution
+                for name in ('encs_H', 'encs_L', 'encs_N'):
+                    layers[name].append(DownSample(nf, nf) if resample else RDB(nf, num_grow_ch))
+                layers['dec'].append(UpSample(nf, nf) if resample else RDB(nf, num_grow_ch))
+                layers['Gauconv_zn_q'].append(GaussianHead(nf + 1, zn_dim, num_grow_ch))
+                layers['Gauconv_zn_p'].append(GaussianHead(nf + 1, zn_dim, num_grow_ch))
+                layers['Gauconv_z_L'].append(GaussianHead(nf, nf, num_grow_ch))
+                layers['Gauconv_z_H'].append(GaussianHead(nf, nf, num_grow_ch))
+                layers['proj_zn'].append(nn.Conv2d(zn_dim, nf, 1))
+                layers['proj_z'].append(nn.Conv2d(nf, nf, 1))
+        for name in names:
+            setattr(self, name, nn.ModuleList(layers[name]))
+        # Latents enter the decoder through zero-weight projections: training starts from a plain auto-encoder.
+        for proj in list(self.proj_z) + list(self.proj_zn):
+            nn.init.zeros_(proj.weight)
+
+        self.outconv = nn.Sequential(*[UpSample(nf, nf) for _ in range(num_down)], nn.Conv2d(nf, nf, 3, 1, 1),
+                                     nn.ReLU(True), nn.Conv2d(nf, num_in_ch, 3, 1, 1))
+
+    @property
+    def num_layers(self):
+        """L, the number of latent layers."""
+        return len(self.dec)
+
+    @staticmethod
+    def _encode(inconv, encs, img):
+        """Bottom-up features a^1..a^L (Eq. 15, 18) of one encoder."""
+        acts = []
+        act = inconv(img)
+        for enc in encs:
+            act = enc(act)
+            acts.append(act)
+        return acts
+
+    def translate(self, clean, noise_level, temperature=1.0, deterministic=False):
+        """Noisy image for ``clean`` by ancestral sampling (Fig. 1b): z ~ q(z|x), zn ~ p(zn|z, level), y = decoder.
+
+        ``noise_level`` is a float or one value per image; ``temperature`` multiplies every zn draw (as the
+        reference does); ``deterministic`` takes every latent at its mean.
+        """
+        acts = self._encode(self.inconv_H, self.encs_H, clean)
+        dec = 0
+        for i in reversed(range(self.num_layers)):
+            z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic)
+            dec = dec + self.proj_z[i](z)
+            zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic)
+            dec = self.dec[i](dec + self.proj_zn[i](zn * temperature))
+        return self.outconv(dec)
+
+    def denoise(self, noisy, deterministic=False):
+        """Clean estimate of ``noisy`` decoded from z ~ q(z|y) (no degradation latent)."""
+        acts = self._encode(self.inconv_L, self.encs_L, noisy)
+        dec = 0
+        for i in reversed(range(self.num_layers)):
+            z = gaussian_sample(*self.Gauconv_z_L[i](dec + acts[i]), deterministic)
+            dec = self.dec[i](dec + self.proj_z[i](z))
+        return self.outconv(dec)
+
+    def forward(self, clean, noisy, noise_level, domain, mix_x=None, mix_y=None, deterministic=False):
+        """Training pass that computes, per domain, only what that domain's loss (Eq. 11) uses.
+
+        Args:
+            clean, noisy (Tensor): (B, C, H, W) images x and y (the absent one of a single-domain sample is ignored).
+            noise_level (Tensor): (B,) degradation level per sample (used for paired and target samples).
+            domain (Tensor): (B,) labels 0 paired, 1 source (clean only), 2 target (noisy only).
+            mix_x, mix_y (Tensor | None): (B,) 0/1 choices of the Eq. (5) mixture for the paired samples of the
+                x and y reconstruction passes (1: z from q(z|x), 0: from q(z|y)); drawn with p = 1/2 if None.
+            deterministic (bool): take every latent at its mean.
+
+        Returns:
+            dict: ``x_idx`` / ``x_hat`` (batch indices and reconstructions of x, paired + source samples),
+            ``y_idx`` / ``y_hat`` and ``kl_zn`` (paired + target samples), ``z_idx`` / ``kl_z`` (paired samples:
+            KL(q(z|y) || q(z|x)) summed over both passes). KL terms are per sample: the sum over layers of the
+            per-element mean.
+        """
+        domain = domain.reshape(-1).to(clean.device)
+        idx_p = torch.nonzero(domain == PAIRED).flatten()
+        idx_s = torch.nonzero(domain == SOURCE).flatten()
+        idx_t = torch.nonzero(domain == TARGET).flatten()
+        s, p, t = idx_s.numel(), idx_p.numel(), idx_t.numel()
+        if s + p + t != domain.numel():
+            raise ValueError(f'domain labels must be {PAIRED} (paired), {SOURCE} (source) or {TARGET} (target), '
+                             f'got {domain.tolist()}')
+
+        # Rows of the shared decoder state: [source, paired (x pass), paired (y pass), target]. The q(z|x) head
+        # then runs on the contiguous rows [:s+2p] and the q(z|y) head on [s:], each only where a loss needs it.
+        x_idx, y_idx = torch.cat([idx_s, idx_p]), torch.cat([idx_p, idx_t])
+        n_x, n_y = s + p, p + t
+        if p:
+            mix_x = self._mixture(mix_x, idx_p, clean)
+            mix_y = self._mixture(mix_y, idx_p, clean)
+            mode = torch.cat([mix_x, mix_y]).view(-1, 1, 1, 1)
+        acts_h = self._encode(self.inconv_H, self.encs_H, clean.index_select(0, x_idx)) if n_x else None
+        if n_y:
+            y_rows = noisy.index_select(0, y_idx)
+            acts_l = self._encode(self.inconv_L, self.encs_L, y_rows)
+            acts_n = self._encode(self.inconv_N, self.encs_N, y_rows)
+            level = noise_level.reshape(-1).to(clean).index_select(0, y_idx)
+
+        dec = 0
+        kl_z = clean.new_zeros(2 * p)
+        kl_zn = clean.new_zeros(n_y)
+        for i in reversed(range(self.num_layers)):
+            z_parts = []
+            if s + 2 * p:
+                a_h = torch.cat([acts_h[i], acts_h[i][s:]]) if p else acts_h[i]
+                hm, hv = self.Gauconv_z_H[i](self._rows(dec, 0, s + 2 * p) + a_h)
+                z_h = gaussian_sample(hm, hv, deterministic)
+            if 2 * p + t:
+                a_l = torch.cat([acts_l[i][:p], acts_l[i]]) if p else acts_l[i]
+                lm, lv = self.Gauconv_z_L[i](self._rows(dec, s, s + 2 * p + t) + a_l)
+                z_l = gaussian_sample(lm, lv, deterministic)
+            if s:
+                z_parts.append(z_h[:s])
+            if p:
+                z_parts.append(mixture_select(z_h[s:], z_l[:2 * p], mode))
+                kl_z = kl_z + gaussian_kl(lm[:2 * p], lv[:2 * p], hm[s:], hv[s:]).mean(dim=(1, 2, 3))
+            if t:
+                z_parts.append(z_l[2 * p:])
+            dec = dec + self.proj_z[i](torch.cat(z_parts) if len(z_parts) > 1 else z_parts[0])
+
+            if n_y:
+                dec_y = dec[n_x:]
+                qm, qv = self.Gauconv_zn_q[i](append_level(dec_y + acts_n[i], level))
+                pm, pv = self.Gauconv_zn_p[i](append_level(dec_y, level))
+                kl_zn = kl_zn + gaussian_kl(qm, qv, pm, pv).mean(dim=(1, 2, 3))
+                dec_y = dec_y + self.proj_zn[i](gaussian_sample(qm, qv, deterministic))
+                dec = torch.cat([dec[:n_x], dec_y]) if n_x else dec_y
+            dec = self.dec[i](dec)
+
+        out = self.outconv(dec)
+        return {
+            'x_idx': x_idx,
+            'x_hat': out[:n_x],
+            'y_idx': y_idx,
+            'y_hat': out[n_x:],
+            'kl_zn': kl_zn,
+            'z_idx': idx_p,
+            'kl_z': kl_z[:p] + kl_z[p:],
+        }
+
+    @staticmethod
+    def _rows(dec, start, stop):
+        """Rows [start:stop] of the decoder state (which is the scalar 0 above the top layer)."""
+        return dec if not torch.is_tensor(dec) else dec[start:stop]
+
+    @staticmethod
+    def _mixture(mix, idx_p, ref):
+        """The 0/1 mixture choices of the paired samples: given, or a fair coin per sample."""
+        if mix is None:
+            return (torch.rand(idx_p.numel(), device=ref.device) > 0.5).to(ref.dtype)
+        return mix.reshape(-1).to(ref).index_select(0, idx_p)

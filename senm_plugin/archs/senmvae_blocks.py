@@ -1,0 +1,95 @@
+"""Building blocks of SeNM-VAE: residual dense blocks, resampling layers, Gaussian heads and the closed-form KL.
+
+Module attribute names (``net``, ``down``, ``up``, ``m``, ``v``) follow the public reference checkpoints of
+zhengdihan/SeNM-VAE (``SIDD/models/network_senmvae.py``) so that those load with ``strict=True``.
+"""
+import torch
+from basicsr.archs.rrdbnet_arch import ResidualDenseBlock
+from torch import nn as nn
+
+
+def gaussian_kl(mu_q, logsigma_q, mu_p, logsigma_p):
+    """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) of diagonal Gaussians given (mean, log-sigma)."""
+    return (-0.5 + logsigma_p - logsigma_q + 0.5 * (logsigma_q.exp()**2 + (mu_q - mu_p)**2) / (logsigma_p.exp()**2))
+
+
+def gaussian_sample(mu, logsigma, deterministic=False):
+    """A reparameterised draw mu + sigma * eps from N(mu, sigma^2), or the mean when ``deterministic``."""
+    if deterministic:
+        return mu
+    return mu + logsigma.exp() * torch.randn_like(mu)
+
+
+def mixture_select(z_x, z_y, mode):
+    """Eq. (5) mixture draw: per sample, the q(z|x) draw where ``mode`` is 1 and the q(z|y) draw where it is 0."""
+    return z_x * mode + z_y * (1 - mode)
+
+
+def append_level(feat, level):
+    """Concatenate the degradation level as one extra constant channel (``level``: float or per-image tensor)."""
+    level = level_map(level, feat)
+    return torch.cat([feat, level], dim=1)
+
+
+def level_map(level, feat):
+    """A (B, 1, H, W) tensor holding each image's degradation level, on ``feat``'s device and dtype."""
+    b, _, h, w = feat.shape
+    if not torch.is_tensor(level):
+        return feat.new_full((b, 1, h, w), float(level))
+    level = level.to(device=feat.device, dtype=feat.dtype).reshape(-1)
+    if level.numel() == 1:
+        level = level.expand(b)
+    elif level.numel() != b:
+        raise ValueError(f'noise_level has {level.numel()} values for a batch of {b} images')
+    return level.view(b, 1, 1, 1).expand(b, 1, h, w)
+
+
+class RDB(nn.Module):
+    """The basic block f / g of Eq. (15)-(19): one residual dense block (BasicSR's, growth 32, init scale 0.1)."""
+
+    def __init__(self, num_feat=64, num_grow_ch=32):
+        super().__init__()
+        self.net = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DownSample(nn.Module):
+    """Halve the resolution: pixel-unshuffle by 2 then a 3x3 conv."""
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__()
+        self.down = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(in_ch * 4, out_ch, 3, 1, 1))
+
+    def forward(self, x):
+        return self.down(x)
+
+
+class UpSample(nn.Module):
+    """Double the resolution: pixel-shuffle by 2 then a 3x3 conv."""
+
+    def __init__(self, in_ch, out_ch):
+        super().__init__()
+        self.up = nn.Sequential(nn.PixelShuffle(2), nn.Conv2d(in_ch // 4, out_ch, 3, 1, 1))
+
+    def forward(self, x):
+        return self.up(x)
+
+
+class GaussianHead(nn.Module):
+    """Predicts (mean, log-sigma) of a diagonal Gaussian latent layer: two RDB + 1x1-conv branches.
+
+    The last 1x1 conv of each branch starts with zero weights, so every layer starts near N(bias, exp(bias)^2).
+    """
+
+    def __init__(self, in_ch, out_ch, num_grow_ch=32, zero_last=True):
+        super().__init__()
+        self.m = nn.Sequential(RDB(in_ch, num_grow_ch), nn.Conv2d(in_ch, out_ch, 1))
+        self.v = nn.Sequential(RDB(in_ch, num_grow_ch), nn.Conv2d(in_ch, out_ch, 1))
+        if zero_last:
+            nn.init.zeros_(self.m[1].weight)
+            nn.init.zeros_(self.v[1].weight)
+
+    def forward(self, x):
+        return self.m(x), self.v(x)

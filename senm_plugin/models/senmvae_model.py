@@ -1,0 +1,313 @@
+"""Training model of SeNM-VAE: the semi-supervised objective of Eq. (9)-(11) on paired / source / target samples."""
+from collections import OrderedDict
+from os import path as osp
+
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.metrics import calculate_metric
+from basicsr.models.base_model import BaseModel
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger, imwrite, tensor2img
+from basicsr.utils.registry import MODEL_REGISTRY
+from tqdm import tqdm
+
+from senm_plugin.archs.senmvae_arch import PAIRED, TARGET
+
+# Reference settings (zhengdihan/SeNM-VAE, SIDD/options/train_*_paired_data.json and models/model_senmvae.py).
+DEFAULT_TRAIN = {
+    'kl_zn_weight': 1e-2,  # w_n on KL(q(zn|y,z) || p(zn|z)) ("KL_weight")
+    'kl_anneal_iters': 10000,  # linear KL annealing of w_n ("KL_anneal_maxiter"); 0 disables it
+    'kl_z_weight': 1e-7,  # lambda on KL(q(z|y) || q(z|x)), applied on top of w_n ("KLZ_weight")
+    'grad_clip': 200.,  # max gradient norm of net_g
+    'grad_skip_norm': 150.,  # skip the generator step when the norm before clipping is >= this
+    'net_d_iters': 1,  # generator step every net_d_iters iterations ("D_update_ratio")
+    'net_d_init_iters': 0,  # no generator step for the first iterations ("D_init_iters")
+    'paired_only': False,  # fully paired training (Loss_p only): every sample is treated as paired
+}
+# train options read by BasicSR's pipeline or by this model besides DEFAULT_TRAIN
+OTHER_TRAIN_KEYS = ('optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'level_opt',
+                    'perceptual_opt', 'gan_opt')
+VAL_METRIC_PAIRS = ('noise', 'denoise')
+
+
+@MODEL_REGISTRY.register()
+class SeNMVAEModel(BaseModel):
+    """SeNM-VAE with its noise-level estimator (``network_le``) and PatchGAN (``network_d``) for BasicSR training.
+
+    Loss (reference defaults): MSE(x_hat, x) on paired+source, MSE(y_hat, y) + w_n KL(zn) + LPIPS + RaGAN on
+    paired+target, w_n lambda KL(q(z|y) || q(z|x)) and |sigma - sigma_hat| on paired; sigma = std(y - x) for paired
+    samples, the estimator's sigma_hat for target ones. Every weight is a ``train`` option (see DEFAULT_TRAIN).
+    """
+
+    def __init__(self, opt):
+        super().__init__(opt)
+        self.net_g = self._build('network_g', 'g')
+        self.net_le = self._build('network_le', 'le', {'type': 'NoiseLevelNet'})
+        self.skipped = {'g_nonfinite_loss': 0, 'g_nonfinite_grad': 0, 'g_large_grad': 0, 'd_nonfinite': 0}
+        if self.is_train:
+            self.init_training_settings()
+
+    def _build(self, key, label, default=None):
+        """Build, place and (optionally) load one network from ``opt[key]`` / ``path.pretrain_<key>``."""
+        if key not in self.opt and default is not None:
+            self.opt[key] = dict(default)
+        net = self.model_to_device(build_network(self.opt[key]))
+        self.print_network(net)
+        load_path = self.opt['path'].get(f'pretrain_{key}')
+        if load_path is not None:
+            self.load_network(net, load_path, self.opt['path'].get(f'strict_load_{label}', True),
+                              self.opt['path'].get(f'param_key_{label}', 'params'))
+        return net
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        unknown = sorted(set(train_opt) - set(DEFAULT_TRAIN) - set(OTHER_TRAIN_KEYS))
+        if unknown:
+            raise ValueError(f'SeNMVAEModel: unknown train options {unknown}; known: '
+                             f'{sorted(DEFAULT_TRAIN) + sorted(OTHER_TRAIN_KEYS)}')
+        if train_opt.get('gan_opt') and not train_opt.get('optim_d'):
+            raise ValueError('SeNMVAEModel: train.gan_opt needs train.optim_d for the discriminator')
+        self.train_opt = {k: train_opt.get(k, v) for k, v in DEFAULT_TRAIN.items()}
+        self.net_g.train()
+        self.net_le.train()
+        self.cri_pix = build_loss(train_opt.get('pixel_opt', {'type': 'MSELoss'})).to(self.device)
+        self.cri_level = build_loss(train_opt.get('level_opt', {'type': 'L1Loss'})).to(self.device)
+        self.cri_perceptual = build_loss(train_opt['perceptual_opt']).to(self.device) \
+            if train_opt.get('perceptual_opt') else None
+        self.cri_gan = build_loss(train_opt['gan_opt']).to(self.device) if train_opt.get('gan_opt') else None
+        self.net_d = None
+        if self.cri_gan is not None:
+            self.net_d = self._build('network_d', 'd', {'type': 'PatchGANDiscriminator'})
+            self.net_d.train()
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        train_opt = self.opt['train']
+        # as the reference, one optimizer holds the VAE and the noise-level estimator
+        params = [p for net in (self.net_g, self.net_le) for p in net.parameters() if p.requires_grad]
+        optim_opt = dict(train_opt['optim_g'])
+        self.optimizer_g = self.get_optimizer(optim_opt.pop('type'), params, **optim_opt)
+        self.optimizers.append(self.optimizer_g)
+        if self.net_d is not None:
+            optim_opt = dict(train_opt['optim_d'])
+            self.optimizer_d = self.get_optimizer(optim_opt.pop('type'), self.net_d.parameters(), **optim_opt)
+            self.optimizers.append(self.optimizer_d)
+
+    def feed_data(self, data):
+        self.gt = data['gt'].to(self.device)
+        self.lq = data['lq'].to(self.device)
+        paired_only = self.opt.get('train', {}).get('paired_only', False)
+        if 'domain' in data and not paired_only:
+            self.domain = data['domain'].reshape(-1).long().to(self.device)
+        else:
+            self.domain = torch.full((self.gt.shape[0], ), PAIRED, dtype=torch.long, device=self.device)
+
+    def kl_zn_weight(self, current_iter):
+        """w_n at ``current_iter``: linear annealing from 0 over ``kl_anneal_iters`` iterations (paper Sec. 4.2)."""
+        weight, anneal = self.train_opt['kl_zn_weight'], self.train_opt['kl_anneal_iters']
+        return weight * min(current_iter / anneal, 1.) if anneal and anneal > 0 else weight
+
+    def compute_losses(self, current_iter, mix_x=None, mix_y=None, deterministic=False):
+        """Generator loss terms of this batch (only those its domains need); returns (terms dict, outputs)."""
+        x, y, domain = self.gt, self.lq, self.domain
+        idx_p = torch.nonzero(domain == PAIRED).flatten()
+        idx_y = torch.nonzero((domain == PAIRED) | (domain == TARGET)).flatten()
+        is_paired_y = domain.index_select(0, idx_y) == PAIRED
+        # degradation level: sigma = std(y - x) for paired samples, the estimator's sigma_hat for target ones
+        sigma = torch.std(y - x, dim=(1, 2, 3))
+        level = sigma.detach().clone()
+        terms = OrderedDict()
+        if idx_y.numel():
+            sigma_hat = self.net_le(y.index_select(0, idx_y)).flatten()
+            level = level.index_copy(0, idx_y, torch.where(is_paired_y, sigma.index_select(0, idx_y), sigma_hat))
+            if idx_p.numel():
+                terms['l_level'] = self.cri_level(sigma_hat[is_paired_y], sigma.index_select(0, idx_p))
+        out = self.net_g(x, y, level, domain, mix_x=mix_x, mix_y=mix_y, deterministic=deterministic)
+        w_n = self.kl_zn_weight(current_iter)
+        if out['x_idx'].numel():
+            terms['l_rec_x'] = self.cri_pix(out['x_hat'], x.index_select(0, out['x_idx']))
+        if out['y_idx'].numel():
+            y_rows = y.index_select(0, out['y_idx'])
+            terms['l_rec_y'] = self.cri_pix(out['y_hat'], y_rows)
+            terms['l_kl_zn'] = w_n * out['kl_zn'].mean()
+            if self.cri_perceptual is not None:
+                terms['l_percep'] = self.cri_perceptual(out['y_hat'], y_rows)
+            if self.cri_gan is not None:
+                terms['l_g_gan'] = self.cri_gan(self.net_d(y_rows).detach(), self.net_d(out['y_hat']), is_disc=False)
+        if out['z_idx'].numel():
+            terms['l_kl_z'] = w_n * self.train_opt['kl_z_weight'] * out['kl_z'].mean()
+        return terms, out
+
+    def optimize_parameters(self, current_iter):
+        log = OrderedDict()
+        if self.net_d is not None:
+            for p in self.net_d.parameters():
+                p.requires_grad = False
+        self.optimizer_g.zero_grad(set_to_none=True)
+        step_g = (current_iter % self.train_opt['net_d_iters'] == 0
+                  and current_iter > self.train_opt['net_d_init_iters'])
+        terms, out = self.compute_losses(current_iter)
+        self.y_hat, self.y_idx = out['y_hat'], out['y_idx']
+        if step_g:
+            l_total = sum(terms.values())
+            log.update(self._step_generator(l_total))
+        for name in ('l_rec_x', 'l_rec_y', 'l_kl_zn', 'l_kl_z', 'l_level', 'l_percep', 'l_g_gan'):
+            # every key on every iteration (0 when the batch has no sample for it): DDP reduces the same keys
+            log[name] = terms[name].detach() if name in terms else torch.zeros((), device=self.device)
+        log['kl_zn_weight'] = torch.tensor(self.kl_zn_weight(current_iter), device=self.device)
+        if self.net_d is not None:
+            log.update(self._step_discriminator())
+        for name, count in self.skipped.items():
+            log[f'skipped_{name}'] = torch.tensor(float(count), device=self.device)
+        self.log_dict = self.reduce_loss_dict(log)
+
+    def _step_generator(self, l_total):
+        """Backward, clip and step unless the loss or gradient norm is bad; the reason is counted and logged."""
+        log = OrderedDict(l_total=l_total.detach())
+        if not torch.isfinite(l_total):
+            self.skipped['g_nonfinite_loss'] += 1
+            self._warn_skip(f'non-finite generator loss {l_total.item()}')
+            return log
+        l_total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.train_opt['grad_clip'])
+        le_norm = torch.nn.utils.clip_grad_norm_(self.net_le.parameters(), float('inf'))
+        log['grad_norm'] = grad_norm.detach()
+        if not (torch.isfinite(grad_norm) and torch.isfinite(le_norm)):
+            self.skipped['g_nonfinite_grad'] += 1
+            self._warn_skip(f'non-finite gradient norm (net_g {grad_norm.item()}, net_le {le_norm.item()})')
+        elif grad_norm.item() >= self.train_opt['grad_skip_norm']:
+            self.skipped['g_large_grad'] += 1
+        else:
+            self.optimizer_g.step()
+        return log
+
+    def _step_discriminator(self):
+        """One RaGAN discriminator step on the real and reconstructed noisy images of this batch."""
+        log = OrderedDict()
+        for p in self.net_d.parameters():
+            p.requires_grad = True
+        self.optimizer_d.zero_grad(set_to_none=True)
+        if not self.y_idx.numel():
+            log['l_d'] = torch.zeros((), device=self.device)
+            return log
+        real = self.lq.index_select(0, self.y_idx)
+        pred_real, pred_fake = self.net_d(real), self.net_d(self.y_hat.detach())
+        l_d = self.cri_gan(pred_real, pred_fake, is_disc=True)
+        if torch.isfinite(l_d):
+            l_d.backward()
+            self.optimizer_d.step()
+        else:
+            self.skipped['d_nonfinite'] += 1
+            self._warn_skip(f'non-finite discriminator loss {l_d.item()}')
+        log['l_d'] = l_d.detach()
+        log['out_d_real'] = pred_real.detach().mean()
+        log['out_d_fake'] = pred_fake.detach().mean()
+        return log
+
+    @staticmethod
+    def _warn_skip(reason):
+        get_root_logger().warning(f'SeNMVAEModel: step skipped: {reason}')
+
+    # ----------------------------------------------------------------------------------------------- validation
+    def val_noise_level(self, clean, noisy):
+        """Level for generating the validation noisy images: val option ``noise_level`` ('pair', 'estimate' or a
+        number; default 'pair' = std of the real noise of each pair)."""
+        choice = self.opt.get('val', {}).get('noise_level', 'pair')
+        if choice == 'pair':
+            return torch.std(noisy - clean, dim=(1, 2, 3))
+        if choice == 'estimate':
+            return self.net_le(noisy).flatten()
+        return float(choice)
+
+    def test(self):
+        """Generated noisy image (fixed seed per validation image) and denoised estimate for the fed pair."""
+        net_g, net_le = self.get_bare_model(self.net_g), self.get_bare_model(self.net_le)
+        net_g.eval()
+        net_le.eval()
+        seed = self.opt.get('val', {}).get('seed', 0) + getattr(self, '_val_index', 0)
+        devices = [self.device] if self.device.type == 'cuda' else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            self.generated = net_g.translate(self.gt, self.val_noise_level(self.gt, self.lq),
+                                             temperature=self.opt.get('val', {}).get('temperature', 1.0))
+            self.denoised = net_g.denoise(self.lq)
+        net_g.train()
+        net_le.train()
+
+    def dist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        if self.opt['rank'] == 0:
+            self.nondist_validation(dataloader, current_iter, tb_logger, save_img)
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """Noise metrics of generated vs real noisy images, metrics of the denoise path and image grids.
+
+        Each ``val.metrics`` entry is a BasicSR metric computed on ``pair: noise`` (default: ``img`` = generated,
+        ``img2`` = real noisy, ``img_clean`` = clean) or ``pair: denoise`` (``img`` = denoised, ``img2`` = clean).
+        """
+        dataset_name = dataloader.dataset.opt['name']
+        val_opt = self.opt['val']
+        metrics = val_opt.get('metrics') or {}
+        for name, opt_ in metrics.items():
+            if opt_.get('pair', 'noise') not in VAL_METRIC_PAIRS:
+                raise ValueError(f'val.metrics.{name}.pair must be one of {VAL_METRIC_PAIRS}, got {opt_["pair"]!r}')
+        if metrics:
+            self._initialize_best_metric_results(dataset_name)
+        self.metric_results = {name: 0. for name in metrics}
+        num_tb = val_opt.get('num_tb_images', 4)
+        gain = val_opt.get('noise_gain', 4.)
+        pbar = tqdm(total=len(dataloader), unit='image') if val_opt.get('pbar', False) else None
+        count = 0
+        for idx, val_data in enumerate(dataloader):
+            self._val_index = idx
+            self.feed_data(val_data)
+            self.test()
+            for b in range(self.gt.shape[0]):
+                tensors = (self.gt, self.lq, self.generated, self.denoised)
+                clean, real, gen, den = (t[b:b + 1].detach().cpu() for t in tensors)
+                imgs = {'clean': tensor2img(clean), 'real': tensor2img(real), 'gen': tensor2img(gen),
+                        'den': tensor2img(den)}
+                data = {
+                    'noise': {'img': imgs['gen'], 'img2': imgs['real'], 'img_clean': imgs['clean']},
+                    'denoise': {'img': imgs['den'], 'img2': imgs['clean']}
+                }
+                for name, opt_ in metrics.items():
+                    opt_ = {k: v for k, v in opt_.items() if k not in ('pair', 'better')}
+                    self.metric_results[name] += calculate_metric(data[metrics[name].get('pair', 'noise')], opt_)
+                name = osp.splitext(osp.basename(val_data['lq_path'][b]))[0] if 'lq_path' in val_data else str(count)
+                if save_img:
+                    noise = tensor2img((gen - clean) * gain + 0.5)
+                    grid = np.concatenate([imgs['clean'], imgs['real'], imgs['gen'], noise], axis=1)
+                    imwrite(grid, osp.join(self.opt['path']['visualization'], name, f'{name}_{current_iter}.png'))
+                    if tb_logger is not None and count < num_tb:
+                        tb_logger.add_image(f'{dataset_name}/{name}', grid[..., ::-1].copy(), current_iter,
+                                            dataformats='HWC')
+                count += 1
+            if pbar is not None:
+                pbar.update(1)
+        if pbar is not None:
+            pbar.close()
+        del self.generated, self.denoised
+        self._val_index = 0
+        if metrics:
+            for name in self.metric_results:
+                self.metric_results[name] /= max(count, 1)
+                self._update_best_metric_result(dataset_name, name, self.metric_results[name], current_iter)
+            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    _log_validation_metric_values = SRModel._log_validation_metric_values
+
+    def get_current_visuals(self):
+        out = OrderedDict(gt=self.gt.detach().cpu(), lq=self.lq.detach().cpu())
+        if hasattr(self, 'generated'):
+            out['result'] = self.generated.detach().cpu()
+        return out
+
+    def save(self, epoch, current_iter):
+        self.save_network(self.net_g, 'net_g', current_iter)
+        self.save_network(self.net_le, 'net_le', current_iter)
+        if self.net_d is not None:
+            self.save_network(self.net_d, 'net_d', current_iter)
+        self.save_training_state(epoch, current_iter)
