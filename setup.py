@@ -33,6 +33,7 @@ setup(
         'scipy',
         'scikit-image',
         'Pillow',
+        'matplotlib',
     ],
     extras_require={'test': ['pytest']},
     entry_points={'console_scripts': ['basicsr=senm_plugin.cli:main']},

@@ -78,6 +78,10 @@ VERBS = {
     'prepare': ('build tri-domain LMDBs: prepare sidd|sidd-val|folders ... (see --help)',
                 _lazy('senm_plugin.data.prepare', 'main')),
     'demo': ('the main job on embedded data, on CPU in minutes (see --help)', _lazy('senm_plugin.demo', 'main')),
+    'generate': ('synthetic clean/noisy pairs from clean images with a trained SeNM-VAE (see --help)',
+                 _lazy('senm_plugin.generate', 'main')),
+    'evaluate': ('score a noise model against real pairs: evaluate noise ... (see --help)',
+                 _lazy('senm_plugin.evaluate', 'main')),
 }
 
 

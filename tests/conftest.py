@@ -59,3 +59,30 @@ def run_basicsr(args, cwd, timeout=600, env_extra=None, check=True):
 def tiny_pairs(tmp_path):
     """A folder of 4 tiny paired images: returns (gt_dir, lq_dir)."""
     return write_pairs(str(tmp_path / 'pairs'))
+
+
+TINY_SENMVAE_OPT = {'num_feat': 8, 'num_levels': [1, 1], 'zn_dim': 4, 'num_grow_ch': 8}
+TINY_LEVEL_OPT = {'num_feat': 4}
+
+
+def save_tiny_senmvae(folder, iteration=10, seed=0):
+    """Save a tiny random SeNMVAE (TINY_SENMVAE_OPT) and NoiseLevelNet as BasicSR checkpoints
+    ``folder/net_g_<iteration>.pth`` / ``folder/net_le_<iteration>.pth`` and the SeNMVAE as a bare state dict
+    ``folder/bare_senmvae.pth``; returns the three paths. The zero-initialised weights (latent projections, last
+    convs of the Gaussian heads) get small random values so the latents, the seed and the level change the output."""
+    import torch
+    from senm_plugin.archs.noise_level_arch import NoiseLevelNet
+    from senm_plugin.archs.senmvae_arch import SeNMVAE
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(seed)
+    net = SeNMVAE(**TINY_SENMVAE_OPT)
+    for param in net.parameters():
+        if param.dim() > 1 and not param.any():
+            torch.nn.init.normal_(param, 0, 0.1)
+    level_net = NoiseLevelNet(**TINY_LEVEL_OPT)
+    paths = (os.path.join(folder, f'net_g_{iteration}.pth'), os.path.join(folder, f'net_le_{iteration}.pth'),
+             os.path.join(folder, 'bare_senmvae.pth'))
+    torch.save({'params': net.state_dict()}, paths[0])
+    torch.save({'params': level_net.state_dict()}, paths[1])
+    torch.save(net.state_dict(), paths[2])
+    return paths

@@ -1,0 +1,649 @@
+"""``basicsr generate``: clean/noisy training pairs made by a trained SeNM-VAE from clean images.
+
+Each clean image x gets a degradation level and a noisy image y = SeNM-VAE translate(x, level) (z ~ q(z|x),
+zn ~ p(zn|z, level), y from the decoder; the reference ``SIDD/main_translate.py``). The output is a paired set that
+BasicSR's PairedImageDataset reads as it is: ``<out>/gt.lmdb`` + ``<out>/lq.lmdb`` (``--format lmdb``) or
+``<out>/gt/`` + ``<out>/lq/`` PNG folders (``--format png``), plus ``<out>/manifest.json`` (the settings and each
+image's key and level).
+
+Determinism and resuming: every random draw of image i (its level, its latents) comes from generators seeded with
+(seed, i) only, so the batch size, the grouping of images and an interruption change nothing (on one device type:
+CPU and CUDA random streams differ, so the device type is part of the settings). Finished images are
+written as PNG files (atomically) into ``<out>/gt`` and ``<out>/lq`` (PNG) or ``<out>/_staging`` (LMDB); a re-run
+with the same settings skips the finished ones, and the LMDBs are built from the staged files only once every image
+is there. ``manifest.json`` says ``"complete": true`` only at the very end.
+"""
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+from os import path as osp
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from senm_plugin.checkpoint import CheckpointError, load_network_weights
+from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_images, read_bgr8
+from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, read_meta_info, remove_path, write_json_atomic
+from senm_plugin.data.noise_sim import sample_sidd_levels
+from senm_plugin.data.sidd import safe_key
+
+MANIFEST = 'manifest.json'
+STAGING = '_staging'
+# independent random streams of one image, all seeded from (seed, image index, stream)
+STREAM_LEVEL, STREAM_PICK, STREAM_LATENT = 0, 1, 2
+
+DEFAULTS = {
+    'model': None,
+    'input': None,
+    'out': None,
+    'levels': 'sidd-prior',
+    'level_model': None,
+    'level_pick': 'random',
+    'temperature': 1.0,
+    'normalize': False,
+    'batch_size': 8,
+    'seed': 0,
+    'device': None,
+    'format': 'lmdb',
+    'network_g': None,
+    'network_le': None,
+    'param_key': 'params',
+    'compress_level': 1,
+    'overwrite': False,
+}
+
+
+class GenerateError(RuntimeError):
+    """A generation that cannot start or go on; the message names the option or file at fault."""
+
+
+# ------------------------------------------------------------------------------------------------------ image sets
+def is_lmdb(path):
+    """True when ``path`` is an LMDB folder (holds ``data.mdb``)."""
+    return osp.isdir(path) and osp.isfile(osp.join(path, 'data.mdb'))
+
+
+class ImageSet:
+    """The images of a folder or a BasicSR LMDB, by index: ``names``, output ``keys``, ``shapes`` (h, w), ``read``.
+
+    Folders are listed in sorted order (names are file stems); an LMDB keeps its ``meta_info.txt`` order. Keys are
+    the names made LMDB-safe (letters, digits, ``_``, ``-``).
+    """
+
+    def __init__(self, path, option='--input'):
+        if not path:
+            raise GenerateError(f'{option}: no folder or LMDB given')
+        if not osp.exists(path):
+            raise GenerateError(f'{option}: {path} does not exist')
+        self.path, self.option = path, option
+        self._env = None
+        try:
+            if is_lmdb(path):
+                entries = read_meta_info(path, option)
+                self.files = None
+                self.names = [k for k, _ in entries]
+                self.shapes = [shape[:2] for _, shape in entries]
+            else:
+                self.files = [osp.join(path, n) for n in list_images(path, option)]
+                self.names = [osp.splitext(osp.basename(f))[0] for f in self.files]
+                self.shapes = [image_hw(f) for f in self.files]
+        except (ValueError, FileNotFoundError) as err:
+            raise GenerateError(str(err)) from err
+        self.keys = [safe_key(n) for n in self.names]
+        if len(set(self.keys)) != len(self.keys):
+            seen, dups = set(), []
+            for n, k in zip(self.names, self.keys):
+                if k in seen:
+                    dups.append(n)
+                seen.add(k)
+            raise GenerateError(f'{option}: names that clash once made LMDB-safe (e.g. a.png and a.jpg, or a.b and '
+                                f'a_b) in {path}: {dups[:5]}')
+
+    def __len__(self):
+        return len(self.names)
+
+    def read(self, i):
+        """Image ``i`` as uint8 BGR (H, W, 3) (BasicSR's decoding: grey -> 3 channels, 16-bit -> 8-bit)."""
+        if self.files is not None:
+            return read_bgr8(self.files[i])
+        if self._env is None:
+            import lmdb
+            self._env = lmdb.open(self.path, readonly=True, lock=False, readahead=False)
+        with self._env.begin(write=False) as txn:
+            content = txn.get(self.names[i].encode('ascii'))
+        return decode_bgr8(content, f'{self.path}:{self.names[i]}')
+
+    def where(self, i):
+        """The file or LMDB key of image ``i``, for messages."""
+        return self.files[i] if self.files is not None else f'{self.path}:{self.names[i]}'
+
+    def close(self):
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+def shape_batches(shapes, indices, batch_size):
+    """Batches of at most ``batch_size`` indices sharing one (h, w), in index order within each size."""
+    groups = {}
+    for i in indices:
+        groups.setdefault(tuple(shapes[i]), []).append(i)
+    batches = []
+    for group in groups.values():
+        batches += [group[s:s + batch_size] for s in range(0, len(group), batch_size)]
+    return sorted(batches, key=lambda b: b[0])
+
+
+# ------------------------------------------------------------------------------------------------------ networks
+def network_options(value, key, what):
+    """Network options from a dict, a JSON string or a YAML option file (its ``key`` section); ``type`` dropped."""
+    if value is None or value == '':
+        return {}
+    if isinstance(value, str):
+        if osp.isfile(value):
+            with open(value) as f:
+                loaded = yaml.safe_load(f) or {}
+            if key not in loaded:
+                raise GenerateError(f'{what}: option file {value} has no "{key}" section')
+            value = loaded[key]
+        else:
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as err:
+                raise GenerateError(f'{what}: neither an existing option file nor JSON: {value!r} ({err})') from None
+    if not isinstance(value, dict):
+        raise GenerateError(f'{what}: expected a mapping of network options, got {value!r}')
+    value = dict(value)
+    value.pop('type', None)
+    return value
+
+
+def _build(cls, opt, what):
+    try:
+        return cls(**opt)
+    except TypeError as err:
+        raise GenerateError(f'{what}: invalid options for {cls.__name__}: {err}') from None
+
+
+def load_senmvae(path, network_opt=None, device='cpu', param_key='params', option='--model'):
+    """SeNMVAE built from ``network_opt`` (paper defaults if empty) with the weights of ``path``, in eval mode.
+
+    ``path`` is a BasicSR checkpoint (``{'params': ...}``) or a bare state dict as the reference saves it.
+    """
+    from senm_plugin.archs.senmvae_arch import SeNMVAE
+    if not path:
+        raise GenerateError(f'{option}: no SeNM-VAE checkpoint given')
+    if not osp.isfile(path):
+        raise GenerateError(f'{option}: checkpoint {path} not found')
+    net = _build(SeNMVAE, network_options(network_opt, 'network_g', '--network-opt'), '--network-opt')
+    try:
+        load_network_weights(net, path, param_key=param_key, strict=True)
+    except CheckpointError as err:
+        raise GenerateError(f'{option}: {err}\n(Network options in use: {network_opt or "paper defaults"}; '
+                            f'set them with --network-opt.)') from None
+    return net.to(device).eval()
+
+
+def load_level_net(path, network_opt=None, device='cpu', param_key='params', option='--level-model'):
+    """NoiseLevelNet with the weights of ``path`` (BasicSR checkpoint or bare state dict), in eval mode."""
+    from senm_plugin.archs.noise_level_arch import NoiseLevelNet
+    if not osp.isfile(path):
+        raise GenerateError(f'{option}: checkpoint {path} not found')
+    net = _build(NoiseLevelNet, network_options(network_opt, 'network_le', '--level-network-opt'),
+                 '--level-network-opt')
+    try:
+        load_network_weights(net, path, param_key=param_key, strict=True)
+    except CheckpointError as err:
+        raise GenerateError(f'{option}: {err}') from None
+    return net.to(device).eval()
+
+
+def level_model_beside(model_path):
+    """The noise-level network saved with a SeNM-VAE checkpoint: ``net_g_<iter>.pth`` -> ``net_le_<iter>.pth``."""
+    folder, name = osp.split(model_path)
+    if not name.startswith('net_g'):
+        return None
+    return osp.join(folder, 'net_le' + name[len('net_g'):])
+
+
+def down_factor(net):
+    """Height and width of SeNMVAE inputs must be multiples of this (one 2x step per resolution change)."""
+    return 2**(len(net.num_levels) - 1 + net.num_down)
+
+
+# ------------------------------------------------------------------------------------------------------ sampling
+def image_seed(seed, index, stream):
+    """A 63-bit seed for one random stream of image ``index``, fixed by (seed, index, stream)."""
+    return int(np.random.SeedSequence([seed, index, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+@contextlib.contextmanager
+def per_image_noise(generators):
+    """Make SeNMVAE draw each image's latent noise from its own generator (on the generators' device).
+
+    SeNMVAE samples through ``senmvae_arch.gaussian_sample`` with the global RNG, so a batch's draws would depend
+    on its size and order; here image b of the batch always gets the same draws from ``generators[b]``, whatever
+    batch it is in. CPU and CUDA generators give different draws, so the device type is part of a generation's
+    settings. Yields a one-element list counting the draws.
+    """
+    from senm_plugin.archs import senmvae_arch
+    original = senmvae_arch.gaussian_sample
+    calls = [0]
+
+    def sample(mu, logsigma, deterministic=False):
+        if deterministic:
+            return mu
+        if mu.shape[0] != len(generators):
+            raise RuntimeError(f'batch of {mu.shape[0]} latents but {len(generators)} generators')
+        calls[0] += 1
+        eps = torch.stack([torch.randn(tuple(mu.shape[1:]), generator=g, device=g.device) for g in generators])
+        return mu + logsigma.exp() * eps.to(mu)
+
+    senmvae_arch.gaussian_sample = sample
+    try:
+        yield calls
+    finally:
+        senmvae_arch.gaussian_sample = original
+
+
+def pad_to_multiple(x, multiple):
+    """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple`` (reflect; replicate if too small)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    mode = 'reflect' if ph < h and pw < w else 'replicate'
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def bgr8_to_tensor(imgs, device):
+    """uint8 BGR HWC images of one size -> (N, 3, H, W) float32 RGB in [0, 1]."""
+    arr = np.stack([img[..., ::-1] for img in imgs]).astype(np.float32) / 255.
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2))).to(device)
+
+
+def tensor_to_bgr8(t):
+    """(N, 3, H, W) RGB in [0, 1] -> list of uint8 BGR HWC (clamp, x255, round: the reference's tensor2uint)."""
+    arr = (t.detach().clamp(0, 1) * 255.).round().to(torch.uint8).cpu().numpy()
+    return [np.ascontiguousarray(a.transpose(1, 2, 0)[..., ::-1]) for a in arr]
+
+
+@torch.no_grad()
+def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False, device='cpu'):
+    """Noisy versions of same-size uint8 BGR images; image b uses level ``levels[b]`` and seed ``seeds[b]``.
+
+    Odd sizes are reflect-padded to what the network needs and cropped back. ``normalize`` shifts each channel of
+    the generated image to the clean image's mean (reference ``main_translate.py --normalize``).
+    """
+    clean = bgr8_to_tensor(imgs, device)
+    h, w = clean.shape[-2:]
+    gens = [torch.Generator(device=clean.device).manual_seed(int(s)) for s in seeds]
+    level = torch.as_tensor(np.asarray(levels, dtype=np.float32), device=device)
+    with per_image_noise(gens) as calls:
+        noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature)
+    if calls[0] == 0:
+        raise RuntimeError('SeNMVAE.translate drew no latent through senmvae_arch.gaussian_sample; '
+                           'generate.per_image_noise must follow the architecture')
+    noisy = noisy[..., :h, :w]
+    if normalize:
+        noisy = noisy - noisy.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
+    return tensor_to_bgr8(noisy)
+
+
+def synthesize(net, imgs, levels, seed=0, temperature=1.0, normalize=False, batch_size=8, device='cpu', indices=None):
+    """Noisy versions of a list of uint8 BGR images (any sizes); image k uses the seeds of index ``indices[k]``."""
+    indices = list(range(len(imgs))) if indices is None else list(indices)
+    out = [None] * len(imgs)
+    for batch in shape_batches([img.shape[:2] for img in imgs], range(len(imgs)), batch_size):
+        seeds = [image_seed(seed, indices[k], STREAM_LATENT) for k in batch]
+        noisy = synthesize_batch(net, [imgs[k] for k in batch], [levels[k] for k in batch], seeds, temperature,
+                                 normalize, device)
+        for k, img in zip(batch, noisy):
+            out[k] = img
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ levels
+def parse_levels(spec):
+    """``sidd-prior`` | ``fixed:<level>`` | ``estimate:<noisy folder or LMDB>`` -> (mode, argument)."""
+    spec = str(spec).strip()
+    if spec == 'sidd-prior':
+        return 'sidd-prior', None
+    mode, _, arg = spec.partition(':')
+    if mode == 'fixed':
+        try:
+            value = float(arg)
+        except ValueError:
+            value = float('nan')
+        if not math.isfinite(value) or value < 0:
+            raise GenerateError(f'--levels {spec}: fixed needs a finite level >= 0 (in [0, 1] image units), '
+                                'e.g. fixed:0.03')
+        return 'fixed', value
+    if mode == 'estimate' and arg:
+        return 'estimate', arg
+    raise GenerateError(f'--levels {spec!r}: use sidd-prior, fixed:<level> (e.g. fixed:0.03) or '
+                        'estimate:<folder or LMDB of real noisy images>')
+
+
+@torch.no_grad()
+def estimate_levels(level_net, images, batch_size=8, device='cpu'):
+    """The noise-level network's estimate (>= 0) for every image of an ImageSet (whole images, batched by size)."""
+    est = np.zeros(len(images))
+    for batch in shape_batches(images.shapes, range(len(images)), batch_size):
+        x = bgr8_to_tensor([images.read(i) for i in batch], device)
+        est[batch] = level_net(x).reshape(-1).double().cpu().numpy()
+    if (est < 0).any():
+        print(f'basicsr generate: warning: the noise-level network predicted a negative level for '
+              f'{int((est < 0).sum())} of {len(est)} images of {images.path}; they count as 0')
+    return np.clip(est, 0, None)
+
+
+def plan_levels(mode, arg, num, seed, estimates=None, pick='random'):
+    """One level per image: fixed; drawn from the SIDD prior; or taken from real images' estimates.
+
+    With estimates, ``pick='random'`` gives image i the estimate of a real image drawn uniformly (fixed by
+    (seed, i)), so the synthetic levels follow the real set's level distribution; ``pick='mean'`` gives every image
+    the mean estimate.
+    """
+    if mode == 'fixed':
+        return np.full(num, float(arg))
+    if mode == 'sidd-prior':
+        return np.array([sample_sidd_levels(1, np.random.default_rng(image_seed(seed, i, STREAM_LEVEL)))[0]
+                         for i in range(num)])
+    if mode == 'estimate':
+        estimates = np.asarray(estimates, dtype=np.float64)
+        if pick == 'mean':
+            return np.full(num, float(estimates.mean()))
+        if pick != 'random':
+            raise GenerateError(f'--level-pick {pick!r}: use random or mean')
+        return np.array([estimates[np.random.default_rng(image_seed(seed, i, STREAM_PICK)).integers(len(estimates))]
+                         for i in range(num)])
+    raise GenerateError(f'unknown level mode {mode!r}')
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def file_sha256(path):
+    """SHA-256 of a file's bytes (identifies checkpoints in the manifest)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_png(path, img, compress_level):
+    ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)])
+    if not ok:
+        raise GenerateError(f'cannot encode {path} as PNG')
+    tmp = f'{path}.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(buf.tobytes())
+    os.replace(tmp, path)
+
+
+def resolve_device(name):
+    """A torch device from 'cpu' / 'cuda' / 'cuda:N' / None (CUDA when available)."""
+    if not name:
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise GenerateError(f'--device {name}: CUDA is not available on this machine; use --device cpu')
+    return device
+
+
+def _check_config(cfg):
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise GenerateError(f'unknown option(s) {unknown}; known: {sorted(DEFAULTS)}')
+    for key in ('model', 'input', 'out'):
+        if not cfg[key]:
+            raise GenerateError(f'--{key} is required')
+    if cfg['format'] not in ('lmdb', 'png'):
+        raise GenerateError(f'--format {cfg["format"]!r}: use lmdb or png')
+    if int(cfg['batch_size']) < 1:
+        raise GenerateError(f'--batch-size must be >= 1, got {cfg["batch_size"]}')
+    if int(cfg['seed']) < 0:
+        raise GenerateError(f'--seed must be >= 0, got {cfg["seed"]}')
+    temperature = float(cfg['temperature'])
+    if not math.isfinite(temperature) or temperature < 0:
+        raise GenerateError(f'--temperature must be finite and >= 0, got {cfg["temperature"]}')
+
+
+def _outputs(out, fmt):
+    if fmt == 'png':
+        return osp.join(out, 'gt'), osp.join(out, 'lq'), out
+    return osp.join(out, 'gt.lmdb'), osp.join(out, 'lq.lmdb'), osp.join(out, STAGING)
+
+
+def _prepare_out(out, fingerprint, fmt, overwrite):
+    """Check ``out`` holds nothing or a generation with the same fingerprint; returns its manifest or None."""
+    path = osp.join(out, MANIFEST)
+    if osp.isfile(path):
+        with open(path) as f:
+            manifest = json.load(f)
+        if manifest.get('fingerprint') == fingerprint:
+            return manifest
+        if not overwrite:
+            raise GenerateError(f'--out {out} holds a generation made with other settings (see {path}); '
+                                'use another --out or --overwrite to replace it')
+    elif osp.isdir(out) and os.listdir(out) and not overwrite:
+        raise GenerateError(f'--out {out} is not empty and holds no {MANIFEST} of basicsr generate; '
+                            'choose an empty or new folder (or --overwrite to delete gt, lq, gt.lmdb, lq.lmdb there)')
+    for name in (MANIFEST, 'gt', 'lq', 'gt.lmdb', 'lq.lmdb', STAGING, '_partial_gt.lmdb', '_partial_lq.lmdb'):
+        remove_path(osp.join(out, name))
+    return None
+
+
+def run_generate(cfg, progress=True, _stop_after=None):
+    """Generate a paired set as ``cfg`` says (the keys of DEFAULTS); returns the manifest dict.
+
+    ``_stop_after`` stops after that many new images without finishing (to test resuming).
+    """
+    cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    _check_config(cfg)
+    device = resolve_device(cfg['device'])
+    mode, arg = parse_levels(cfg['levels'])
+    seed, fmt, out = int(cfg['seed']), cfg['format'], cfg['out']
+    images = ImageSet(cfg['input'], '--input')
+    net = load_senmvae(cfg['model'], cfg['network_g'], device, cfg['param_key'])
+
+    settings = {
+        'model': osp.abspath(cfg['model']),
+        'model_sha256': file_sha256(cfg['model']),
+        'network_g': network_options(cfg['network_g'], 'network_g', '--network-opt'),
+        'input': osp.abspath(cfg['input']),
+        'levels': cfg['levels'],
+        'temperature': float(cfg['temperature']),
+        'normalize': bool(cfg['normalize']),
+        'seed': seed,
+        'format': fmt,
+        'compress_level': int(cfg['compress_level']),
+        'rng_device': device.type,  # CPU and CUDA random streams differ
+    }
+    estimates = None
+    if mode == 'estimate':
+        level_path = cfg['level_model'] or level_model_beside(cfg['model'])
+        if not level_path or not osp.isfile(level_path):
+            raise GenerateError(f'--levels {cfg["levels"]}: the noise-level network was not found '
+                                f'{"at " + level_path if level_path else "beside --model"}; pass --level-model '
+                                '(the net_le_<iter>.pth saved with the SeNM-VAE checkpoint)')
+        real = ImageSet(arg, '--levels estimate')
+        level_net = load_level_net(level_path, level_net_options(cfg), device, cfg['param_key'])
+        estimates = estimate_levels(level_net, real, int(cfg['batch_size']), device)
+        real.close()
+        settings.update(level_model=osp.abspath(level_path), level_model_sha256=file_sha256(level_path),
+                        level_pick=cfg['level_pick'])
+        settings['estimates'] = {'source': osp.abspath(arg), 'count': len(estimates),
+                                 'mean': float(estimates.mean()), 'min': float(estimates.min()),
+                                 'max': float(estimates.max())}
+    levels = plan_levels(mode, arg, len(images), seed, estimates, cfg['level_pick'])
+    # checkpoints count by content (their sha256), not by path: a moved checkpoint still resumes
+    identity = {k: v for k, v in settings.items() if k not in ('model', 'level_model')}
+    fingerprint = hashlib.sha256(json.dumps([identity, images.names], sort_keys=True).encode()).hexdigest()[:16]
+
+    os.makedirs(out, exist_ok=True)
+    previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']))
+    gt_root, lq_root, stage = _outputs(out, fmt)
+    manifest = {
+        'tool': 'basicsr generate',
+        'complete': False,
+        'fingerprint': fingerprint,
+        'settings': settings,
+        'format': fmt,
+        'dataroot_gt': osp.abspath(gt_root),
+        'dataroot_lq': osp.abspath(lq_root),
+        'count': len(images),
+        'images': [{'key': k, 'name': n, 'index': i, 'level': float(lv), 'size': list(map(int, s))}
+                   for i, (k, n, lv, s) in enumerate(zip(images.keys, images.names, levels, images.shapes))],
+    }
+    if previous and previous.get('complete') and _finished(out, fmt, images.keys, fingerprint):
+        remove_path(osp.join(out, STAGING))
+        print(f'basicsr generate: {out} is already complete ({len(images)} pairs)')
+        return previous
+    write_json_atomic(osp.join(out, MANIFEST), manifest)
+
+    stage_gt, stage_lq = osp.join(stage, 'gt'), osp.join(stage, 'lq')
+    os.makedirs(stage_gt, exist_ok=True)
+    os.makedirs(stage_lq, exist_ok=True)
+    for folder in (stage_gt, stage_lq):
+        for name in os.listdir(folder):
+            if name.endswith('.tmp'):
+                os.remove(osp.join(folder, name))  # left by an interrupted write
+
+    def done(i):
+        key = images.keys[i]
+        return osp.isfile(osp.join(stage_gt, key + '.png')) and osp.isfile(osp.join(stage_lq, key + '.png'))
+
+    todo = [i for i in range(len(images)) if not done(i)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc='generate', unit='img')
+    written = 0
+    for batch in shape_batches(images.shapes, todo, int(cfg['batch_size'])):
+        if _stop_after is not None and written >= _stop_after:
+            break
+        clean = [images.read(i) for i in batch]
+        noisy = synthesize_batch(net, clean, levels[batch], [image_seed(seed, i, STREAM_LATENT) for i in batch],
+                                 float(cfg['temperature']), bool(cfg['normalize']), device)
+        for i, x, y in zip(batch, clean, noisy):
+            key = images.keys[i]
+            _write_png(osp.join(stage_gt, key + '.png'), x, cfg['compress_level'])
+            _write_png(osp.join(stage_lq, key + '.png'), y, cfg['compress_level'])  # written last: marks i done
+        written += len(batch)
+        if bar is not None:
+            bar.update(len(batch))
+    if bar is not None:
+        bar.close()
+    images.close()
+    missing = [i for i in range(len(images)) if not done(i)]
+    if missing:
+        print(f'basicsr generate: stopped with {len(missing)} of {len(images)} images left; run again to resume')
+        return manifest
+
+    if fmt == 'lmdb':
+        for name, src in (('gt', stage_gt), ('lq', stage_lq)):
+            if finished_status(osp.join(out, f'{name}.lmdb'), fingerprint) == 'done':
+                continue
+            build = LmdbBuild(out, name, fingerprint, compress_level=int(cfg['compress_level']))
+            try:
+                for key, (h, w) in zip(images.keys, images.shapes):
+                    with open(osp.join(src, key + '.png'), 'rb') as f:
+                        build.put(key, f.read(), (int(h), int(w), 3))
+                build.finish()
+            except BaseException:
+                build.abort()
+                raise
+    manifest['complete'] = True
+    write_json_atomic(osp.join(out, MANIFEST), manifest)
+    if fmt == 'lmdb':
+        remove_path(stage)
+    print(f'basicsr generate: wrote {len(images)} pairs: gt {gt_root}, lq {lq_root}, '
+          f'manifest {osp.join(out, MANIFEST)}')
+    return manifest
+
+
+def level_net_options(cfg):
+    """network_le options; without them, the network_le of the option file given as --network-opt (if any)."""
+    if cfg['network_le'] is None and isinstance(cfg['network_g'], str) and osp.isfile(cfg['network_g']):
+        with open(cfg['network_g']) as f:
+            return (yaml.safe_load(f) or {}).get('network_le')
+    return cfg['network_le']
+
+
+def _finished(out, fmt, keys, fingerprint):
+    gt_root, lq_root, _ = _outputs(out, fmt)
+    if fmt == 'lmdb':
+        return all(finished_status(p, fingerprint) == 'done' for p in (gt_root, lq_root))
+    return all(osp.isfile(osp.join(root, k + '.png')) for root in (gt_root, lq_root) for k in keys)
+
+
+# ------------------------------------------------------------------------------------------------------ command line
+def _parser():
+    p = argparse.ArgumentParser(
+        prog='basicsr generate',
+        description='Make clean/noisy training pairs from clean images with a trained SeNM-VAE. Every option can '
+        'also come from a YAML file (-opt), under the same name with underscores; flags override it.')
+    p.add_argument('-opt', '--opt', dest='opt_file', help='YAML option file with the keys below')
+    p.add_argument('--model', help='SeNM-VAE checkpoint: BasicSR net_g_<iter>.pth or a bare state dict')
+    p.add_argument('--input', help='clean images: folder or BasicSR LMDB')
+    p.add_argument('--out', help='output folder (gt/lq LMDBs or PNG folders, manifest.json)')
+    p.add_argument('--levels', help='sidd-prior (default) | fixed:<level> | estimate:<real noisy folder or LMDB>')
+    p.add_argument('--level-model', help='noise-level net checkpoint for estimate: (default: net_le_<iter>.pth '
+                   'beside --model)')
+    p.add_argument('--level-pick', choices=('random', 'mean'),
+                   help='estimate: give each image a random real image\'s level (default) or the mean level')
+    p.add_argument('--temperature', type=float, help='scales the degradation latents (default 1.0)')
+    p.add_argument('--normalize', action='store_true', default=None,
+                   help='shift each generated channel to the clean image\'s mean')
+    p.add_argument('--batch-size', type=int, help='images per forward pass (default 8)')
+    p.add_argument('--seed', type=int, help='seed of levels and latents (default 0)')
+    p.add_argument('--device', help='cpu | cuda | cuda:N (default: cuda when available)')
+    p.add_argument('--format', choices=('lmdb', 'png'), help='output format (default lmdb)')
+    p.add_argument('--network-opt', dest='network_g', metavar='JSON|YML',
+                   help='SeNMVAE options: JSON (e.g. \'{"num_feat": 32}\') or an option file whose network_g is used '
+                   '(default: the paper configuration)')
+    p.add_argument('--level-network-opt', dest='network_le', metavar='JSON|YML',
+                   help='NoiseLevelNet options: JSON or an option file whose network_le is used (default: the '
+                   'network_le of the --network-opt option file, else the paper configuration)')
+    p.add_argument('--param-key', help='checkpoint entry holding the weights (default params)')
+    p.add_argument('--compress-level', type=int, help='PNG compression level 0-9 (default 1, as BasicSR)')
+    p.add_argument('--overwrite', action='store_true', default=None,
+                   help='replace an output made with other settings')
+    return p
+
+
+def load_option_file(path):
+    """The options of a YAML file for ``basicsr generate`` (dashes in keys read as underscores)."""
+    if not osp.isfile(path):
+        raise GenerateError(f'-opt: option file {path} not found')
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise GenerateError(f'-opt: {path} does not hold a mapping of options')
+    return {str(k).replace('-', '_'): v for k, v in loaded.items()}
+
+
+def main(argv=None):
+    """Entry point of ``basicsr generate``; returns the exit code."""
+    args = vars(_parser().parse_args(argv))
+    opt_file = args.pop('opt_file')
+    try:
+        cfg = load_option_file(opt_file) if opt_file else {}
+        cfg.update({k: v for k, v in args.items() if v is not None})
+        run_generate(cfg)
+    except (GenerateError, ImageError) as err:
+        print(f'basicsr generate: error: {err}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

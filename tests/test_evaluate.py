@@ -1,0 +1,158 @@
+"""`basicsr evaluate noise`: metrics against closed forms, the Gaussian-baseline sanity check, report files, CLI."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_SENMVAE_OPT, save_tiny_senmvae
+from senm_plugin.evaluate import EvaluateError, evaluate_noise, main, paired_levels
+
+SIGMA = 10.0
+
+
+def _clean_images(num=3, size=96, seed=0):
+    """Smooth images with values in [60, 190], so noise of std 10 is almost never clipped."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    imgs = []
+    for _ in range(num):
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        img = np.stack([125 + 60 * np.sin(2 * np.pi * (xx + yy * (c + 1) / 3) + phase[c]) for c in range(3)], -1)
+        imgs.append(img.round().astype(np.uint8))
+    return imgs
+
+
+def _add_noise(imgs, sigma, seed):
+    rng = np.random.default_rng(seed)
+    return [np.clip(np.round(x + rng.normal(0, sigma, x.shape)), 0, 255).astype(np.uint8) for x in imgs]
+
+
+class MeanColour(torch.nn.Module):
+    """A stand-in FID feature extractor (per-channel mean and std), so FID runs without Inception weights."""
+
+    def forward(self, x):
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+
+
+def test_gaussian_baseline_matches_gaussian_noise(tmp_path):
+    clean = _clean_images()
+    real = _add_noise(clean, SIGMA, 1)
+    too_strong = _add_noise(clean, 3 * SIGMA, 2)
+    report = evaluate_noise(clean, real, too_strong, str(tmp_path / 'r'), label='x3 noise', seed=0, verbose=False,
+                            fid_weights=str(tmp_path / 'no_weights.pth'))
+    metrics = report['metrics']
+    # the fitted sigma is the root mean square of the real noise (hand-computed)
+    rms = np.sqrt(np.mean([((y.astype(float) - x)**2).mean() for x, y in zip(clean, real)]))
+    assert report['baselines']['gaussian']['sigma_8bit'] == pytest.approx(rms, rel=1e-9)
+    assert rms == pytest.approx(SIGMA, rel=0.02)
+    # Gaussian noise of the right sigma scores ~0 against Gaussian 'real' noise; the x3 noise does not (AKLD of two
+    # independent draws stays above 0: its 7x7 local variances are noisy estimates)
+    assert metrics['gaussian']['kld'] < 0.03 and metrics['gaussian']['akld'] < 0.08
+    assert metrics['generated']['kld'] > 10 * metrics['gaussian']['kld']
+    assert metrics['generated']['akld'] > 10 * metrics['gaussian']['akld']
+    # AKLD of noise with 3x the std: KL(N(0, 9 s^2) || N(0, s^2)) = (9 - 1 - ln 9) / 2 = 2.90, up to local noise
+    assert metrics['generated']['akld'] == pytest.approx((9 - 1 - np.log(9)) / 2, rel=0.3)
+    # Poisson-Gaussian on signal-independent noise: a ~ 0, b ~ sigma^2
+    pg = report['baselines']['poisson_gaussian']
+    assert pg['b'] == pytest.approx((SIGMA / 255)**2, rel=0.15)
+    assert metrics['poisson_gaussian']['kld'] < 0.05
+    assert report['closest_by_kld'] in ('gaussian', 'poisson_gaussian')
+    assert report['fid'].startswith('FID skipped:') and metrics['generated']['fid'] is None
+
+    out = tmp_path / 'r'
+    for name in ('report.json', 'report.md', 'grid.png', 'histogram.png', 'noise_level.png'):
+        assert (out / name).is_file(), name
+    saved = json.load(open(out / 'report.json'))
+    assert saved['metrics']['gaussian']['kld'] == pytest.approx(metrics['gaussian']['kld'])
+    assert saved['metrics']['generated']['fid'] is None
+    assert set(saved['per_image']) == {'0000', '0001', '0002'}
+    md = (out / 'report.md').read_text()
+    assert '| x3 noise |' in md and 'Gaussian (fitted)' in md and 'FID skipped' in md and '![grid](grid.png)' in md
+    grid = cv2.imread(str(out / 'grid.png'))
+    assert grid.shape[0] > 3 * 128 and grid.shape[1] > 5 * 128
+
+
+def test_identical_noise_scores_zero_and_fid_runs(tmp_path):
+    clean = _clean_images(num=4, size=48)
+    real = _add_noise(clean, SIGMA, 3)
+    report = evaluate_noise(clean, real, [r.copy() for r in real], str(tmp_path), baselines=False,
+                            fid_feature_extractor=MeanColour(), verbose=False)
+    m = report['metrics']['generated']
+    # KLD of equal histograms is only the reference's 1e-8 smoothing: at most 256 * 1e-8
+    assert m['kld'] == pytest.approx(0, abs=2.6e-6) and m['akld'] == pytest.approx(0, abs=1e-12)
+    assert m['fid'] == pytest.approx(0, abs=1e-6)
+    assert set(report['metrics']) == {'generated'}
+    assert report['fid'].startswith('FID computed')
+
+
+def test_paired_levels_and_errors(tmp_path):
+    clean = _clean_images(num=2, size=32)
+    real = _add_noise(clean, SIGMA, 4)
+    expect = [np.std(y / 255. - x / 255., ddof=1) for x, y in zip(clean, real)]
+    np.testing.assert_allclose(paired_levels(clean, real), expect)
+    with pytest.raises(EvaluateError, match='differ in size'):
+        evaluate_noise(clean, real, [real[0], real[1][:16]], str(tmp_path), verbose=False)
+    with pytest.raises(EvaluateError, match='no images'):
+        evaluate_noise([], [], [], str(tmp_path), verbose=False)
+
+
+def test_opencv_plot_fallback(tmp_path):
+    from senm_plugin.evaluate import _plot_lines_cv
+    x = np.linspace(0, 255, 16)
+    series = {'real': (x, 5 + 0.01 * x), 'generated': (x, np.full(16, 6.0)), 'gaussian': (x, np.full(16, np.nan))}
+    path = _plot_lines_cv(str(tmp_path / 'p.png'), series, {'real': 'real noise'}, 'title', log_y=True)
+    img = cv2.imread(path)
+    assert img.shape == (420, 640, 3) and (img < 250).any()
+
+
+def _write(folder, imgs, names):
+    os.makedirs(folder, exist_ok=True)
+    for img, name in zip(imgs, names):
+        cv2.imwrite(os.path.join(folder, f'{name}.png'), img)
+    return folder
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thread):
+    names = ['a', 'b', 'c']
+    clean = _clean_images(num=3, size=32)
+    real = _add_noise(clean, SIGMA, 5)
+    clean_dir = _write(str(tmp_path / 'clean'), clean, names)
+    real_dir = _write(str(tmp_path / 'real'), real, names)
+    gen_dir = _write(str(tmp_path / 'gen'), _add_noise(clean, SIGMA, 6), names)
+
+    assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', gen_dir, '--out',
+                 str(tmp_path / 'r1'), '--fid-weights', str(tmp_path / 'none.pth')]) == 0
+    printed = capsys.readouterr().out
+    assert 'FID skipped' in printed and '| SeNM-VAE |' in printed
+    assert json.load(open(tmp_path / 'r1' / 'report.json'))['num_images'] == 3
+
+    model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
+    assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--model', model, '--network-opt',
+                 json.dumps(TINY_SENMVAE_OPT), '--out', str(tmp_path / 'r2'), '--device', 'cpu',
+                 '--fid-weights', str(tmp_path / 'none.pth')]) == 0
+    report = json.load(open(tmp_path / 'r2' / 'report.json'))
+    assert report['settings']['levels'] == 'paired'
+    assert report['settings']['levels_used']['mean'] == pytest.approx(np.mean(paired_levels(clean, real)))
+
+    # a `basicsr generate` output folder stands for its lq images
+    from senm_plugin.generate import run_generate
+    run_generate({'model': model, 'input': clean_dir, 'out': str(tmp_path / 'synth'), 'network_g': TINY_SENMVAE_OPT,
+                  'device': 'cpu'}, progress=False)
+    assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', str(tmp_path / 'synth'),
+                 '--out', str(tmp_path / 'r4'), '--fid-weights', str(tmp_path / 'none.pth')]) == 0
+
+    os.remove(os.path.join(gen_dir, 'b.png'))
+    assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', gen_dir, '--out',
+                 str(tmp_path / 'r3')]) == 1
+    assert "lacks 1 image(s) of --clean, e.g. ['b']" in capsys.readouterr().err
