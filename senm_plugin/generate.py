@@ -14,7 +14,6 @@ with the same settings skips the finished ones, and the LMDBs are built from the
 is there. ``manifest.json`` says ``"complete": true`` only at the very end.
 """
 import argparse
-import contextlib
 import hashlib
 import json
 import math
@@ -224,35 +223,6 @@ def image_seed(seed, index, stream):
     return int(np.random.SeedSequence([seed, index, stream]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-@contextlib.contextmanager
-def per_image_noise(generators):
-    """Make SeNMVAE draw each image's latent noise from its own generator (on the generators' device).
-
-    SeNMVAE samples through ``senmvae_arch.gaussian_sample`` with the global RNG, so a batch's draws would depend
-    on its size and order; here image b of the batch always gets the same draws from ``generators[b]``, whatever
-    batch it is in. CPU and CUDA generators give different draws, so the device type is part of a generation's
-    settings. Yields a one-element list counting the draws.
-    """
-    from senm_plugin.archs import senmvae_arch
-    original = senmvae_arch.gaussian_sample
-    calls = [0]
-
-    def sample(mu, logsigma, deterministic=False):
-        if deterministic:
-            return mu
-        if mu.shape[0] != len(generators):
-            raise RuntimeError(f'batch of {mu.shape[0]} latents but {len(generators)} generators')
-        calls[0] += 1
-        eps = torch.stack([torch.randn(tuple(mu.shape[1:]), generator=g, device=g.device) for g in generators])
-        return mu + logsigma.exp() * eps.to(mu)
-
-    senmvae_arch.gaussian_sample = sample
-    try:
-        yield calls
-    finally:
-        senmvae_arch.gaussian_sample = original
-
-
 def pad_to_multiple(x, multiple):
     """Pad (N, C, H, W) at the bottom and right to multiples of ``multiple`` (reflect; replicate if too small)."""
     h, w = x.shape[-2:]
@@ -286,11 +256,7 @@ def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False,
     h, w = clean.shape[-2:]
     gens = [torch.Generator(device=clean.device).manual_seed(int(s)) for s in seeds]
     level = torch.as_tensor(np.asarray(levels, dtype=np.float32), device=device)
-    with per_image_noise(gens) as calls:
-        noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature)
-    if calls[0] == 0:
-        raise RuntimeError('SeNMVAE.translate drew no latent through senmvae_arch.gaussian_sample; '
-                           'generate.per_image_noise must follow the architecture')
+    noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature, generators=gens)
     noisy = noisy[..., :h, :w]
     if normalize:
         noisy = noisy - noisy.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)

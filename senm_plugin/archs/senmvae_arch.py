@@ -82,18 +82,19 @@ class SeNMVAE(nn.Module):
             acts.append(act)
         return acts
 
-    def translate(self, clean, noise_level, temperature=1.0, deterministic=False):
+    def translate(self, clean, noise_level, temperature=1.0, deterministic=False, generators=None):
         """Noisy image for ``clean`` by ancestral sampling (Fig. 1b): z ~ q(z|x), zn ~ p(zn|z, level), y = decoder.
 
         ``noise_level`` is a float or one value per image; ``temperature`` multiplies every zn draw (as the
-        reference does); ``deterministic`` takes every latent at its mean.
+        reference does); ``deterministic`` takes every latent at its mean; ``generators`` (one per image) make each
+        image's draws independent of the batch it is in.
         """
         acts = self._encode(self.inconv_H, self.encs_H, clean)
         dec = 0
         for i in reversed(range(self.num_layers)):
-            z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic)
+            z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic, generators)
             dec = dec + self.proj_z[i](z)
-            zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic)
+            zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic, generators)
             dec = self.dec[i](dec + self.proj_zn[i](zn * temperature))
         return self.outconv(dec)
 

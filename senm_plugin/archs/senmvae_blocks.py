@@ -13,11 +13,19 @@ def gaussian_kl(mu_q, logsigma_q, mu_p, logsigma_p):
     return (-0.5 + logsigma_p - logsigma_q + 0.5 * (logsigma_q.exp()**2 + (mu_q - mu_p)**2) / (logsigma_p.exp()**2))
 
 
-def gaussian_sample(mu, logsigma, deterministic=False):
-    """A reparameterised draw mu + sigma * eps from N(mu, sigma^2), or the mean when ``deterministic``."""
+def gaussian_sample(mu, logsigma, deterministic=False, generators=None):
+    """A reparameterised draw mu + sigma * eps from N(mu, sigma^2), or the mean when ``deterministic``.
+
+    ``generators``: one ``torch.Generator`` per sample, so that sample b's draws do not depend on the batch it is in.
+    """
     if deterministic:
         return mu
-    return mu + logsigma.exp() * torch.randn_like(mu)
+    if generators is None:
+        return mu + logsigma.exp() * torch.randn_like(mu)
+    if len(generators) != mu.shape[0]:
+        raise ValueError(f'{len(generators)} generators for a batch of {mu.shape[0]}')
+    eps = torch.stack([torch.randn(tuple(mu.shape[1:]), generator=g, device=g.device) for g in generators])
+    return mu + logsigma.exp() * eps.to(mu)
 
 
 def mixture_select(z_x, z_y, mode):
