@@ -22,14 +22,25 @@ def test_camera_noise_is_signal_dependent_and_prior_in_range():
     assert np.all(sample_sidd_levels(5, rng) > 0)
 
 
-def test_demo_quick_runs_end_to_end(tmp_path):
+def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     proc = run_basicsr(['demo', '--quick', '--out', str(tmp_path / 'demo')], cwd=str(tmp_path), timeout=900)
-    assert '==> 3/3' in proc.stdout
-    summary = json.loads((tmp_path / 'demo' / 'summary.json').read_text())
-    scores = summary['few_pairs_only']
-    assert 0 < scores['noisy_psnr'] < 40 and np.isfinite(scores['psnr'])
-    assert '| noisy |' in (tmp_path / 'demo' / 'summary.md').read_text()
-    pair = next((tmp_path / 'demo' / 'data' / 'paired' / 'gt').iterdir()).name
-    gt = cv2.imread(str(tmp_path / 'demo' / 'data' / 'paired' / 'gt' / pair))
-    lq = cv2.imread(str(tmp_path / 'demo' / 'data' / 'paired' / 'lq' / pair))
+    for k in range(1, 7):
+        assert f'==> {k}/6' in proc.stdout
+    out = tmp_path / 'demo'
+    summary = json.loads((out / 'summary.json').read_text())
+    assert set(summary['noise']) == {'generated', 'gaussian', 'poisson_gaussian'}
+    assert all(np.isfinite(v['kld']) and v['kld'] >= 0 for v in summary['noise'].values())
+    den = summary['denoise']
+    assert 0 < den['noisy_psnr'] < 40
+    assert np.isfinite(den['pairs_only']['psnr']) and np.isfinite(den['synthetic_plus_pairs']['psnr'])
+    assert summary['synthetic_pairs'] == summary['data']['source'] > 0
+    text = (out / 'summary.md').read_text()
+    assert '| noisy input |' in text and '| SeNM-VAE |' in text
+    for name in ('grid.png', 'histogram.png', 'noise_level.png', 'report.md', 'report.json'):
+        assert (out / 'noise' / name).is_file(), name
+    for name in ('paired_gt', 'paired_lq', 'source', 'target'):
+        assert (out / 'lmdb' / f'{name}.lmdb' / 'meta_info.txt').is_file()
+    pair = next((out / 'data' / 'paired' / 'gt').iterdir()).name
+    gt = cv2.imread(str(out / 'data' / 'paired' / 'gt' / pair))
+    lq = cv2.imread(str(out / 'data' / 'paired' / 'lq' / pair))
     assert gt.shape == lq.shape and 1.0 < np.abs(gt.astype(float) - lq).mean() < 40.0

@@ -78,9 +78,27 @@ def test_import_in_fresh_interpreter_registers_and_keeps_basicsr_importable():
     assert out.stdout.strip().startswith('OK') and out.stdout.strip().endswith('True')
 
 
+PLUGIN_NAMES = {
+    'ARCH_REGISTRY': ['ScaoedNet', 'SeNMVAE', 'NoiseLevelNet', 'PatchGANDiscriminator'],
+    'DATASET_REGISTRY': ['TriDomainDataset', 'MixedPairDataset'],
+    'MODEL_REGISTRY': ['ScaoedNetModel', 'SeNMVAEModel'],
+    'LOSS_REGISTRY': ['LPIPSLoss', 'RelativisticGANLoss'],
+    'METRIC_REGISTRY': ['calculate_noise_kld', 'calculate_noise_akld'],
+}
+
+
+def test_plugin_names_are_in_basicsr_registries():
+    from basicsr.utils import registry
+    for registry_name, names in PLUGIN_NAMES.items():
+        reg = getattr(registry, registry_name)
+        for name in names:
+            assert name in reg, f'{name} missing from {registry_name}'
+            assert reg.get(name).__module__.startswith('senm_plugin.'), name
+
+
 def test_help_lists_the_verbs(tmp_path):
     out = run_basicsr(['--help'], cwd=str(tmp_path)).stdout
-    for verb in ('train', 'test', 'prepare', 'demo'):
+    for verb in ('train', 'test', 'prepare', 'generate', 'evaluate', 'demo'):
         assert re.search(rf'^\s+{verb}\s', out, re.M), out
     bad = run_basicsr(['frobnicate'], cwd=str(tmp_path), check=False)
     assert bad.returncode == 2 and 'unknown verb "frobnicate"' in bad.stderr
