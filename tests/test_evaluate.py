@@ -115,14 +115,6 @@ def _write(folder, imgs, names):
     return folder
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thread):
     names = ['a', 'b', 'c']
     clean = _clean_images(num=3, size=32)

@@ -5,7 +5,6 @@ import os
 import cv2
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, run_basicsr, save_tiny_senmvae, write_pairs
@@ -15,12 +14,7 @@ from senm_plugin.generate import GenerateError, main, plan_levels, run_generate
 NET_OPT = json.dumps(TINY_SENMVAE_OPT)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(scope='module')

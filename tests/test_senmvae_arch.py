@@ -8,13 +8,7 @@ from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET, SeNMVAE
 from senm_plugin.archs.senmvae_blocks import append_level, gaussian_kl, gaussian_sample
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (two threads contend badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_net(seed=0):

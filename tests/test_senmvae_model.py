@@ -16,13 +16,7 @@ from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET
 TINY_YML = os.path.join(REPO_ROOT, 'options', 'tiny_senm.yml')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread (two threads contend badly on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def tiny_opt(tmp_path, **train):

@@ -88,3 +88,27 @@ def match_pairs(gt_names, lq_names, gt_where, lq_where):
         raise ValueError(f'two files share a name stem in {gt_where} or {lq_where} (e.g. a.png and a.jpg)')
     stems = sorted(gt)
     return [gt[s] for s in stems], [lq[s] for s in stems]
+
+
+def crop_for_phase(imgs, path, train, gt_size=None, use_hflip=False, use_rot=False, center_crop=None):
+    """Crop aligned images (uint8 HWC, same size) as a dataset phase needs; returns the list of crops.
+
+    Training: one random ``gt_size`` crop for all (Python's ``random``, the draws of BasicSR's paired_random_crop,
+    seeded per worker by BasicSR) then the same flips/rotations (BasicSR ``augment``). Validation/test: a centre
+    crop of ``center_crop`` or the full images. ``path`` names the first image in size errors.
+    """
+    import random
+    from basicsr.data.transforms import augment
+    if train:
+        check_min_size(imgs[0].shape, gt_size, path)
+        top = random.randint(0, imgs[0].shape[0] - gt_size)
+        left = random.randint(0, imgs[0].shape[1] - gt_size)
+        imgs = augment([img[top:top + gt_size, left:left + gt_size] for img in imgs], use_hflip, use_rot)
+        return imgs if isinstance(imgs, list) else [imgs]
+    if center_crop:
+        size = int(center_crop)
+        check_min_size(imgs[0].shape, size, path, 'center_crop')
+        h, w = imgs[0].shape[:2]
+        top, left = (h - size) // 2, (w - size) // 2
+        return [img[top:top + size, left:left + size] for img in imgs]
+    return list(imgs)

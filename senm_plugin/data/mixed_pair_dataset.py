@@ -1,15 +1,14 @@
 """Paired training data drawn from several sources at set shares, e.g. SeNM-VAE synthetic pairs plus a few real ones."""
 import math
-import random
 from os import path as osp
 
 import numpy as np
 from torch.utils import data as data
 
-from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from senm_plugin.data.image_io import ImageError, check_min_size, decode_bgr8, list_images, match_pairs
+from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
+                                       match_pairs)
 from senm_plugin.data.lmdb_io import read_meta_info
 from senm_plugin.data.tri_domain_dataset import domain_schedule
 
@@ -181,19 +180,8 @@ class MixedPairDataset(data.Dataset):
         img_lq, lq_path = self._read(s, k, 'lq')
         if img_gt.shape != img_lq.shape:
             raise ImageError(f'{gt_path} is {img_gt.shape[:2]} but its partner {lq_path} is {img_lq.shape[:2]}')
-        imgs = [img_gt, img_lq]
-        if self.train:
-            check_min_size(img_gt.shape, self.gt_size, gt_path)
-            top = random.randint(0, img_gt.shape[0] - self.gt_size)
-            left = random.randint(0, img_gt.shape[1] - self.gt_size)
-            imgs = [img[top:top + self.gt_size, left:left + self.gt_size] for img in imgs]
-            imgs = augment(imgs, self.use_hflip, self.use_rot)
-        elif self.center_crop:
-            size = int(self.center_crop)
-            check_min_size(img_gt.shape, size, gt_path, 'center_crop')
-            h, w = img_gt.shape[:2]
-            top, left = (h - size) // 2, (w - size) // 2
-            imgs = [img[top:top + size, left:left + size] for img in imgs]
+        imgs = crop_for_phase([img_gt, img_lq], gt_path, self.train, self.gt_size, self.use_hflip, self.use_rot,
+                              self.center_crop)
         gt, lq = img2tensor([img.astype(np.float32) / 255. for img in imgs], bgr2rgb=True)
         return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path, 'source': s}
 

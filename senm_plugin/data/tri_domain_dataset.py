@@ -1,16 +1,15 @@
 """The three-domain training set of SeNM-VAE: paired (clean + noisy), source (clean only), target (noisy only)."""
 import math
-import random
 from fractions import Fraction
 from os import path as osp
 
 import numpy as np
 from torch.utils import data as data
 
-from basicsr.data.transforms import augment
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from senm_plugin.data.image_io import ImageError, check_min_size, decode_bgr8, list_images, match_pairs
+from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
+                                       match_pairs)
 from senm_plugin.data.lmdb_io import read_meta_info
 
 PAIRED, SOURCE, TARGET = 0, 1, 2
@@ -219,21 +218,8 @@ class TriDomainDataset(data.Dataset):
         else:
             lq_path = gt_path
 
-        # a single-domain image is transformed once (augment flips in place) and copied afterwards
-        if self.train:
-            check_min_size(img_gt.shape, self.gt_size, gt_path)
-            # the same draws as BasicSR's paired_random_crop (Python's random, seeded per worker by BasicSR)
-            top = random.randint(0, img_gt.shape[0] - self.gt_size)
-            left = random.randint(0, img_gt.shape[1] - self.gt_size)
-            imgs = [img[top:top + self.gt_size, left:left + self.gt_size] for img in imgs]
-            imgs = augment(imgs, self.use_hflip, self.use_rot)
-            imgs = imgs if isinstance(imgs, list) else [imgs]
-        elif self.center_crop:
-            size = int(self.center_crop)
-            check_min_size(img_gt.shape, size, gt_path, 'center_crop')
-            h, w = img_gt.shape[:2]
-            top, left = (h - size) // 2, (w - size) // 2
-            imgs = [img[top:top + size, left:left + size] for img in imgs]
+        # a single-domain image is transformed once and copied afterwards
+        imgs = crop_for_phase(imgs, gt_path, self.train, self.gt_size, self.use_hflip, self.use_rot, self.center_crop)
 
         # uint8 BGR HWC -> float32 RGB CHW in [0, 1] (cropped first: converting the full image costs more)
         tensors = img2tensor([img.astype(np.float32) / 255. for img in imgs], bgr2rgb=True)
