@@ -1,7 +1,9 @@
 """ScaoedNet on CPU: speed and outputs against the reference ``DN``, MACs/params at K = 1, 3, 5, tiled-inference memory.
 
 Runs the reference implementation (``chaoren88/ScaoedNet``, imported from ``--ref``; skipped with a message when
-absent) and ours side by side in one process, on the same random weights and input:
+absent) and ours side by side, on the same random weights and input. For speed each implementation runs in a fresh
+process (``ScaoedNet.restore`` changes process-wide malloc settings, see ``senm_plugin.heap``), and the processes
+alternate for several rounds so that a slow spell of a shared machine hits every case alike:
 
     python benchmarks/bench_scaoednet.py --ref /tmp/ref_chaoren88+ScaoedNet           # full run (many minutes)
     python benchmarks/bench_scaoednet.py --ref /tmp/ref_chaoren88+ScaoedNet --quick   # a short check
@@ -24,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import senm_plugin  # noqa: F401,E402
 from senm_plugin.archs.scaoednet_arch import ScaoedNet  # noqa: E402
+from senm_plugin.heap import retained_heap  # noqa: E402
 
 POSTER_GFLOPS = {1: 212, 3: 640, 5: 1071}  # poster, 512x512 output ("FLOPS"; they are multiply-accumulates)
 
@@ -69,46 +72,81 @@ def load_reference(path):
     return DN
 
 
-def bench_speed(ref_cls, size, repeats, stages):
-    print(f'\n## Speed: 1x3x{size}x{size}, K={stages}, {torch.get_num_threads()} threads, median of {repeats}')
+SPEED_CASES = {
+    'ref': 'reference DN, inference_mode',
+    'forward': 'ScaoedNet forward, inference_mode',
+    'restore': 'ScaoedNet.restore (fast path)',
+    'ref_heap': 'reference DN, inference_mode, inside retained_heap()',
+}
+
+
+def speed_child(case, ref_path, size, repeats, stages, out_path):
+    """Run in a fresh process: time one implementation; its last output goes to ``out_path``."""
     torch.manual_seed(0)
-    ours = ScaoedNet(num_stages=stages).eval()
     x = torch.rand(1, 3, size, size)
+    ref_cls = load_reference(ref_path)  # ours load its weights when it is there
+    if case.startswith('ref') and ref_cls is None:
+        raise SystemExit(f'no reference code at {ref_path}')
+    ref = ref_cls(T=stages - 1).eval() if ref_cls is not None else None
+    ours = ScaoedNet(num_stages=stages).eval()
+    if ref is not None:
+        ours.load_state_dict(ref.state_dict(), strict=True)
+
+    def run_ref():
+        with torch.inference_mode():
+            return ref(x)[1]
+
+    def run_forward():
+        with torch.inference_mode():
+            return ours(x)
+
+    if case == 'ref_heap':
+        with retained_heap():
+            seconds, out = timed(run_ref, repeats)
+    else:
+        seconds, out = timed({'ref': run_ref, 'forward': run_forward, 'restore': lambda: ours.restore(x)}[case],
+                             repeats)
+    torch.save(out, out_path)
+    print(seconds)
+
+
+def bench_speed(ref_path, size, repeats, stages, rounds):
+    """Each implementation in its own fresh process (malloc as a user's process starts), alternated ``rounds``
+    times so that a slow spell of the machine hits every case alike."""
+    import tempfile
+    print(f'\n## Speed: 1x3x{size}x{size}, K={stages}, {torch.get_num_threads()} threads, {rounds} alternating '
+          f'rounds of fresh processes x median of {repeats}')
     counted = ScaoedNet(num_stages=stages).eval().requires_grad_(False)
     counted.reuse_invariants = False  # the reference's operation count
     macs = count_macs(counted, 64) * (size / 64)**2
     peak = conv_peak_gflops(repeats)
     print(f'channels-last 3x3 conv peak: {peak:.0f} GFLOP/s; network: {macs / 1e9:.1f} GMAC '
           f'(reference operation count)')
-    rows = []
-    if ref_cls is not None:
-        ref = ref_cls(T=stages - 1).eval()
-        ours.load_state_dict(ref.state_dict(), strict=True)
-
-        def run_ref():
-            with torch.inference_mode():
-                return ref(x)[1]
-
-        t_ref, out_ref = timed(run_ref, repeats)
-        rows.append(('reference DN, inference_mode', t_ref, 0.0))
-
-    def run_plain():
-        with torch.inference_mode():
-            return ours(x)
-
-    t_plain, out_plain = timed(run_plain, repeats)
-    t_fast, out_fast = timed(lambda: ours.restore(x), repeats)
-    ours.to(memory_format=torch.contiguous_format)
-    base = out_ref if ref_cls is not None else out_plain
-    rows += [('ScaoedNet forward, inference_mode', t_plain, (out_plain - base).abs().max().item()),
-             ('ScaoedNet.restore (fast path)', t_fast, (out_fast - base).abs().max().item())]
-    t_base = rows[0][1]
-    print(f'| implementation | seconds | speed-up vs {rows[0][0]} | GFLOP/s | % of conv peak | max abs diff |')
-    print('|---|---|---|---|---|---|')
-    for name, seconds, diff in rows:
+    cases = list(SPEED_CASES) if load_reference(ref_path) is not None else ['forward', 'restore']
+    times = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(rounds):
+            for case in cases:
+                cmd = [sys.executable, os.path.abspath(__file__), '--speed-child', case, '--ref', ref_path or '',
+                       '--size', str(size), '--repeats', str(repeats), '--stages', str(stages), '--threads',
+                       str(torch.get_num_threads()), '--out', os.path.join(tmp, f'{case}.pt')]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(f'{case} failed:\n{proc.stderr[-2000:]}')
+                times[case].append(float(proc.stdout.split()[-1]))
+        outs = {case: torch.load(os.path.join(tmp, f'{case}.pt')) for case in cases}
+    base = cases[0]
+    t_base = statistics.median(times[base])
+    print(f'| implementation | seconds (median of rounds) | speed-up vs {SPEED_CASES[base]} | per-round speed-ups '
+          f'| GFLOP/s | % of conv peak | max abs diff |')
+    print('|---|---|---|---|---|---|---|')
+    for case in cases:
+        seconds = statistics.median(times[case])
+        per_round = ', '.join(f'{b / t:.2f}' for b, t in zip(times[base], times[case]))
         gflops = 2 * macs / seconds / 1e9
-        print(f'| {name} | {seconds:.3f} | {t_base / seconds:.2f}x | {gflops:.0f} | {100 * gflops / peak:.0f}% '
-              f'| {diff:.2e} |')
+        diff = (outs[case] - outs[base]).abs().max().item()
+        print(f'| {SPEED_CASES[case]} | {seconds:.3f} | {t_base / seconds:.2f}x | {per_round} | {gflops:.0f} '
+              f'| {100 * gflops / peak:.0f}% | {diff:.2e} |')
 
 
 def bench_macs(ref_cls, size):
@@ -166,20 +204,25 @@ def main():
     parser.add_argument('--tile-size', type=int, default=512)
     parser.add_argument('--tile-overlap', type=int, default=32)
     parser.add_argument('--skip', nargs='*', default=[], choices=['speed', 'macs', 'memory'])
+    parser.add_argument('--rounds', type=int, default=4, help='alternating rounds of the speed comparison')
     parser.add_argument('--tiled-child', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--speed-child', default=None, choices=list(SPEED_CASES), help=argparse.SUPPRESS)
+    parser.add_argument('--out', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tiled_child:
         width, height = map(int, args.tiled_child.split('x'))
         return tiled_child(width, height, args.tile_size, args.tile_overlap, args.stages)
+    if args.speed_child:
+        return speed_child(args.speed_child, args.ref, args.size, args.repeats, args.stages, args.out)
     if args.quick:
-        args.size, args.repeats, args.macs_size, args.memory_image = 128, 1, 64, '640x480'
+        args.size, args.repeats, args.rounds, args.macs_size, args.memory_image = 128, 1, 1, 64, '640x480'
         args.tile_size = 256
     ref_cls = load_reference(args.ref)
     print(f'torch {torch.__version__}, {torch.get_num_threads()} threads')
     if 'speed' not in args.skip:
-        bench_speed(ref_cls, args.size, args.repeats, args.stages)
+        bench_speed(args.ref, args.size, args.repeats, args.stages, args.rounds)
     if 'macs' not in args.skip:
         bench_macs(ref_cls, args.macs_size)
     if 'memory' not in args.skip:

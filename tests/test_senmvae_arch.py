@@ -87,6 +87,27 @@ def test_translate_and_denoise():
     assert not torch.allclose(s1, s3)
 
 
+def test_channels_last_inference_matches_contiguous():
+    """translate/denoise run channels-last on CPU by default: same draws, same outputs, weights left contiguous."""
+    net = tiny_net().eval()
+    for p in net.parameters():  # non-zero projections, so every latent reaches the output
+        p.data.normal_(0, 0.1)
+    x = torch.rand(2, 3, 16, 16)
+    outs = {}
+    with torch.no_grad():
+        for layout in (False, True):
+            torch.manual_seed(3)
+            outs[layout] = (net.translate(x, 0.05, channels_last=layout), net.denoise(x, channels_last=layout))
+        torch.manual_seed(3)
+        default = net.translate(x, 0.05)
+    for a, b in zip(outs[False], outs[True]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        assert b.is_contiguous()
+    torch.testing.assert_close(default, outs[True][0], rtol=0, atol=0)
+    assert all(p.is_contiguous() for p in net.parameters())
+    assert not torch.equal(outs[False][0], net.translate(x, 0.05, deterministic=True).detach())
+
+
 def masked_reference_pass(net, x, y, level, domain, mix_x, mix_y):
     """Every path for every sample (as the reference does), then per-domain masks: the comparison baseline."""
     acts_h = net._encode(net.inconv_H, net.encs_H, x)

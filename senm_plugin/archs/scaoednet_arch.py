@@ -9,8 +9,9 @@ from torch import nn as nn
 from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
+from ..heap import retained_heap
 from .scaoednet_blocks import ConvLayer, DENet, InitialDENet, RENet
-from .tiling import self_ensemble, tiled_forward
+from .tiling import channels_last_weights, self_ensemble, tiled_forward
 
 
 @ARCH_REGISTRY.register()
@@ -89,7 +90,8 @@ class ScaoedNet(nn.Module):
 
     @torch.inference_mode()
     def restore(self, x, tile_size=None, tile_overlap=32, use_self_ensemble=False, channels_last=True):
-        """Fast inference: the same outputs as ``forward`` (float tolerance), in inference mode and channels-last.
+        """Fast inference: the same outputs as ``forward`` (float tolerance), in inference mode and channels-last,
+        with freed memory kept in the heap while it runs (``senm_plugin.heap``).
 
         Args:
             x (Tensor): (N, C, H, W) noisy images in [0, 1].
@@ -101,14 +103,11 @@ class ScaoedNet(nn.Module):
         """
         self.check_input(x)
         if channels_last:
-            self.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         run = self.forward
         if tile_size is not None:
             run = (lambda inp, fn=run: tiled_forward(fn, inp, tile_size, tile_overlap))
-        try:
+        # retained_heap: feature maps are freed and reallocated hundreds of times per image
+        with channels_last_weights(self, channels_last), retained_heap():
             out = self_ensemble(run, x) if use_self_ensemble else run(x)
-        finally:
-            if channels_last:  # leave the weights as found (an optimiser's state keeps the default layout)
-                self.to(memory_format=torch.contiguous_format)
         return out.contiguous()

@@ -190,14 +190,11 @@ class FMMA(nn.Module):
         With W = [W1 W2]: W1 (f * w_ca) + W2 (f * w_sa) + bias = (W1 diag(w_ca)) f + w_sa * (W2 f) + bias.
         """
         w_ca, w_sa = self.CIG_CA.weight(feat), self.CIG_SA.weight(feat)
-        n, c = feat.shape[:2]
+        c = feat.shape[1]
         weight, bias = self.cat.conv.weight, self.cat.conv.bias
-        outs = []
-        for i in range(n):  # W1 diag(w_ca) differs per image
-            w_i = torch.cat((weight[:, :c] * w_ca[i].view(1, c, 1, 1), weight[:, c:]), dim=0)
-            outs.append(F.conv2d(feat[i:i + 1], w_i, torch.cat((bias, torch.zeros_like(bias)))))
-        both = outs[0] if n == 1 else torch.cat(outs)
-        return torch.addcmul(both[:, :c], w_sa, both[:, c:])
+        # W1 diag(w_ca) differs per image
+        ca = [F.conv2d(f, weight[:, :c] * w, bias) for f, w in zip(feat.split(1), w_ca.split(1))]
+        return torch.addcmul(ca[0] if len(ca) == 1 else torch.cat(ca), w_sa, F.conv2d(feat, weight[:, c:]))
 
 
 class RENet(nn.Module):

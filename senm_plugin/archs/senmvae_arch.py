@@ -6,12 +6,15 @@ see the degradation level as one extra input channel) and one top-down decoder s
 Attribute names are those of the reference checkpoints (zhengdihan/SeNM-VAE, ``SIDD/models/network_senmvae.py``):
 ``*_H`` belongs to the clean image x, ``*_L`` to the noisy image y, ``*_N`` to the noise encoder.
 """
+import contextlib
+
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
                              mixture_select)
+from .tiling import channels_last_weights
 
 # Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).
 PAIRED, SOURCE, TARGET = 0, 1, 2
@@ -82,30 +85,42 @@ class SeNMVAE(nn.Module):
             acts.append(act)
         return acts
 
-    def translate(self, clean, noise_level, temperature=1.0, deterministic=False, generators=None):
+    def translate(self, clean, noise_level, temperature=1.0, deterministic=False, generators=None, channels_last=None):
         """Noisy image for ``clean`` by ancestral sampling (Fig. 1b): z ~ q(z|x), zn ~ p(zn|z, level), y = decoder.
 
         ``noise_level`` is a float or one value per image; ``temperature`` multiplies every zn draw (as the
         reference does); ``deterministic`` takes every latent at its mean; ``generators`` (one per image) make each
-        image's draws independent of the batch it is in.
+        image's draws independent of the batch it is in. ``channels_last`` runs the convolutions in channels-last
+        layout (same draws, float-tolerance outputs); by default on CPU without autograd, where it is faster.
         """
-        acts = self._encode(self.inconv_H, self.encs_H, clean)
-        dec = 0
-        for i in reversed(range(self.num_layers)):
-            z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic, generators)
-            dec = dec + self.proj_z[i](z)
-            zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic, generators)
-            dec = self.dec[i](dec + self.proj_zn[i](zn * temperature))
-        return self.outconv(dec)
+        with self._inference_layout(clean, channels_last) as clean:
+            acts = self._encode(self.inconv_H, self.encs_H, clean)
+            dec = 0
+            for i in reversed(range(self.num_layers)):
+                z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic, generators)
+                dec = dec + self.proj_z[i](z)
+                zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic, generators)
+                dec = self.dec[i](dec + self.proj_zn[i](zn * temperature))
+            return self.outconv(dec).contiguous()
 
-    def denoise(self, noisy, deterministic=False):
-        """Clean estimate of ``noisy`` decoded from z ~ q(z|y) (no degradation latent)."""
-        acts = self._encode(self.inconv_L, self.encs_L, noisy)
-        dec = 0
-        for i in reversed(range(self.num_layers)):
-            z = gaussian_sample(*self.Gauconv_z_L[i](dec + acts[i]), deterministic)
-            dec = self.dec[i](dec + self.proj_z[i](z))
-        return self.outconv(dec)
+    def denoise(self, noisy, deterministic=False, channels_last=None):
+        """Clean estimate of ``noisy`` decoded from z ~ q(z|y) (no degradation latent); ``channels_last`` as in
+        ``translate``."""
+        with self._inference_layout(noisy, channels_last) as noisy:
+            acts = self._encode(self.inconv_L, self.encs_L, noisy)
+            dec = 0
+            for i in reversed(range(self.num_layers)):
+                z = gaussian_sample(*self.Gauconv_z_L[i](dec + acts[i]), deterministic)
+                dec = self.dec[i](dec + self.proj_z[i](z))
+            return self.outconv(dec).contiguous()
+
+    @contextlib.contextmanager
+    def _inference_layout(self, img, channels_last):
+        """Yield ``img`` in the layout to run in, with the weights in that layout for the duration."""
+        if channels_last is None:
+            channels_last = img.device.type == 'cpu' and not torch.is_grad_enabled()
+        with channels_last_weights(self, channels_last):
+            yield img.contiguous(memory_format=torch.channels_last) if channels_last else img
 
     def forward(self, clean, noisy, noise_level, domain, mix_x=None, mix_y=None, deterministic=False):
         """Training pass that computes, per domain, only what that domain's loss (Eq. 11) uses.

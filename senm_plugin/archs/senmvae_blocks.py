@@ -21,7 +21,8 @@ def gaussian_sample(mu, logsigma, deterministic=False, generators=None):
     if deterministic:
         return mu
     if generators is None:
-        return mu + logsigma.exp() * torch.randn_like(mu)
+        # drawn in logical (not memory) order, so a channels-last run samples what a contiguous one does
+        return mu + logsigma.exp() * torch.randn(mu.shape, device=mu.device, dtype=mu.dtype)
     if len(generators) != mu.shape[0]:
         raise ValueError(f'{len(generators)} generators for a batch of {mu.shape[0]}')
     eps = torch.stack([torch.randn(tuple(mu.shape[1:]), generator=g, device=g.device) for g in generators])

@@ -1,5 +1,22 @@
-"""Test-time inference helpers for image-to-image networks: tiled restoration in bounded memory, x8 self-ensemble."""
+"""Test-time inference helpers for image-to-image networks: tiled restoration in bounded memory, x8 self-ensemble,
+channels-last execution."""
+import contextlib
+
 import torch
+
+
+@contextlib.contextmanager
+def channels_last_weights(module, enabled=True):
+    """Hold ``module``'s conv weights in channels-last layout inside the block (oneDNN's fast CPU convolutions for
+    inference) and put them back after, so that an optimiser's state still matches the parameters' layout."""
+    if not enabled:
+        yield module
+        return
+    module.to(memory_format=torch.channels_last)
+    try:
+        yield module
+    finally:
+        module.to(memory_format=torch.contiguous_format)
 
 
 def _tiles(length, tile_size, stride, multiple):
