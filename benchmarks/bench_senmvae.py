@@ -3,7 +3,10 @@
 Both networks hold the same weights and see the same batch (8 crops of 64x64, domains paired/source/target in
 turn). The reference step is its network's forward over every sample (with label masks) + backward + Adam, VAE
 terms only; ours is the domain-aware forward of ``SeNMVAE`` with the same loss terms. Each case runs in its own
-process so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+process so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own; with ``--rounds N`` the cases
+alternate N times and each figure is the median over rounds. Our steps keep freed memory in the heap
+(``senm_plugin.heap.retain_heap``) as ``SeNMVAEModel`` does for CPU training; ``ref_step_heap`` gives the reference
+the same setting, to show what that setting alone is worth.
 
     python benchmarks/bench_senmvae.py [--quick] [--threads 2] [--ref-dir /tmp/ref_zhengdihan+SeNM-VAE/SIDD/models]
 
@@ -19,7 +22,8 @@ import subprocess
 import sys
 import time
 
-CASES = ('ref_step', 'ours_step', 'ours_step_cl', 'ours_model_step', 'ref_translate', 'ours_translate')
+CASES = ('ref_step', 'ours_step', 'ours_step_cl', 'ours_model_step', 'ref_step_heap', 'ref_translate',
+         'ours_translate')
 DEFAULT_REF = '/tmp/ref_zhengdihan+SeNM-VAE/SIDD/models'
 
 
@@ -74,7 +78,10 @@ def run_case(case, args):
     if channels_last:
         x, y = x.contiguous(memory_format=fmt), y.contiguous(memory_format=fmt)
 
-    if case == 'ref_step':
+    if case.startswith('ours') or case == 'ref_step_heap':
+        from senm_plugin.heap import retain_heap_for_training
+        retain_heap_for_training({}, device)
+    if case in ('ref_step', 'ref_step_heap'):
         net = ref.to(device)
         opt = torch.optim.Adam(net.parameters(), 1e-4)
         label = (domain - 1).float().view(-1, 1, 1, 1)  # reference labels: -1 paired, 0 source, 1 target
@@ -157,6 +164,7 @@ def main():
     parser.add_argument('--cases', nargs='+', default=list(CASES), choices=CASES)
     parser.add_argument('--channels-last-model', action='store_true',
                         help='run ours_model_step with channels_last tensors')
+    parser.add_argument('--rounds', type=int, default=1, help='alternate the cases this many times (median)')
     parser.add_argument('--case', help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args()
     if args.case:
@@ -166,23 +174,32 @@ def main():
         raise SystemExit(f'reference code not found in {args.ref_dir}: clone github.com/zhengdihan/SeNM-VAE and '
                          f'pass --ref-dir <clone>/SIDD/models')
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    results = {}
-    for case in args.cases:
-        cmd = [sys.executable, os.path.abspath(__file__), '--case', case, '--threads', str(args.threads),
-               '--iters', str(args.iters), '--device', args.device, '--ref-dir', args.ref_dir]
-        cmd += ['--quick'] if args.quick else []
-        cmd += ['--channels-last-model'] if args.channels_last_model else []
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise SystemExit(f'case {case} failed:\n{out.stderr[-3000:]}')
-        results[case] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = results[case]
-        print(f'{case:16s} {r["seconds"]:8.3f} s   batch {r["batch"]} of {r["size"]}x{r["size"]}   '
-              f'peak {r["peak_mb"]:7.0f} MB', flush=True)
+    runs = {case: [] for case in args.cases}
+    for _ in range(args.rounds):
+        for case in args.cases:
+            cmd = [sys.executable, os.path.abspath(__file__), '--case', case, '--threads', str(args.threads),
+                   '--iters', str(args.iters), '--device', args.device, '--ref-dir', args.ref_dir]
+            cmd += ['--quick'] if args.quick else []
+            cmd += ['--channels-last-model'] if args.channels_last_model else []
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f'case {case} failed:\n{out.stderr[-3000:]}')
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            runs[case].append(r)
+            print(f'{case:16s} {r["seconds"]:8.3f} s   batch {r["batch"]} of {r["size"]}x{r["size"]}   '
+                  f'peak {r["peak_mb"]:7.0f} MB', flush=True)
+    results = {
+        case: dict(rs[0], seconds=statistics.median(r['seconds'] for r in rs), peak_mb=max(r['peak_mb'] for r in rs))
+        for case, rs in runs.items()
+    }
+    if args.rounds > 1:
+        print('\nmedian over rounds:')
+        for case, r in results.items():
+            print(f'{case:16s} {r["seconds"]:8.3f} s   peak {r["peak_mb"]:7.0f} MB')
 
     print()
     ref = results.get('ref_step')
-    for case in ('ours_step', 'ours_step_cl', 'ours_model_step'):
+    for case in ('ours_step', 'ours_step_cl', 'ours_model_step', 'ref_step_heap'):
         if ref and case in results:
             print(f'training step speed-up {case} vs reference: {ref["seconds"] / results[case]["seconds"]:.2f}x')
     if 'ref_translate' in results and 'ours_translate' in results:

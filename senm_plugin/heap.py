@@ -13,6 +13,8 @@ import ctypes.util
 import sys
 import threading
 
+import torch
+
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 # the largest mmap threshold glibc accepts on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX = 4 MiB * sizeof(long))
@@ -83,3 +85,10 @@ def retain_heap():
         _permanent = True
         _retain(_LIBC)
     return True
+
+
+def retain_heap_for_training(train_opt, device):
+    """What the training models call: ``retain_heap()`` on CPU unless ``train: retain_heap: false``."""
+    if train_opt.get('retain_heap', True) and torch.device(device).type == 'cpu':
+        return retain_heap()
+    return False

@@ -85,6 +85,18 @@ def test_unknown_train_option(tmp_path):
         make_model(tmp_path, kl_weight=1.0)
 
 
+def test_cpu_training_retains_the_heap_unless_disabled(tmp_path, monkeypatch):
+    from senm_plugin import heap
+    calls = []
+    monkeypatch.setattr(heap, '_LIBC', object())  # whatever the C library, record instead of calling mallopt
+    monkeypatch.setattr(heap, '_retain', lambda libc: calls.append(libc))
+    monkeypatch.setattr(heap, '_permanent', False)
+    make_model(tmp_path, retain_heap=False)
+    assert calls == [] and heap._permanent is False
+    make_model(tmp_path)
+    assert len(calls) == 1 and heap._permanent is True
+
+
 def test_paired_only_mode(tmp_path):
     model = make_model(tmp_path, paired_only=True)
     model.feed_data(batch([SOURCE, TARGET]))
