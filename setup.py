@@ -17,6 +17,7 @@ setup(
     long_description=long_description,
     long_description_content_type='text/markdown',
     packages=find_packages(include=['senm_plugin', 'senm_plugin.*']),
+    package_data={'senm_plugin.ops': ['csrc/*.cpp']},  # compiled on first use (senm_plugin/ops/winograd.py)
     python_requires='>=3.8',
     install_requires=[
         'torch>=1.13',
@@ -34,6 +35,7 @@ setup(
         'scikit-image',
         'Pillow',
         'matplotlib',
+        'ninja',  # torch.utils.cpp_extension builds the CPU Winograd kernel with it
     ],
     extras_require={'test': ['pytest']},
     entry_points={'console_scripts': ['basicsr=senm_plugin.cli:main']},

@@ -27,6 +27,7 @@ sys.path.insert(0, ROOT)
 import senm_plugin  # noqa: F401,E402
 from senm_plugin.archs.scaoednet_arch import ScaoedNet  # noqa: E402
 from senm_plugin.heap import retained_heap  # noqa: E402
+from senm_plugin.ops.winograd import kernel_error, load_kernel  # noqa: E402
 
 POSTER_GFLOPS = {1: 212, 3: 640, 5: 1071}  # poster, 512x512 output ("FLOPS"; they are multiply-accumulates)
 
@@ -75,7 +76,8 @@ def load_reference(path):
 SPEED_CASES = {
     'ref': 'reference DN, inference_mode',
     'forward': 'ScaoedNet forward, inference_mode',
-    'restore': 'ScaoedNet.restore (fast path)',
+    'restore': 'ScaoedNet.restore (fast path, Winograd 3x3)',
+    'restore_direct': 'ScaoedNet.restore(winograd=False) (fast path, oneDNN 3x3)',
     'ref_heap': 'reference DN, inference_mode, inside retained_heap()',
 }
 
@@ -104,8 +106,9 @@ def speed_child(case, ref_path, size, repeats, stages, out_path):
         with retained_heap():
             seconds, out = timed(run_ref, repeats)
     else:
-        seconds, out = timed({'ref': run_ref, 'forward': run_forward, 'restore': lambda: ours.restore(x)}[case],
-                             repeats)
+        run = {'ref': run_ref, 'forward': run_forward, 'restore': lambda: ours.restore(x),
+               'restore_direct': lambda: ours.restore(x, winograd=False)}[case]
+        seconds, out = timed(run, repeats)
     torch.save(out, out_path)
     print(seconds)
 
@@ -122,7 +125,9 @@ def bench_speed(ref_path, size, repeats, stages, rounds):
     peak = conv_peak_gflops(repeats)
     print(f'channels-last 3x3 conv peak: {peak:.0f} GFLOP/s; network: {macs / 1e9:.1f} GMAC '
           f'(reference operation count)')
-    cases = list(SPEED_CASES) if load_reference(ref_path) is not None else ['forward', 'restore']
+    if load_kernel() is None:
+        print(f'Winograd kernel unavailable ({kernel_error()}): `restore` runs the direct convolutions')
+    cases = [c for c in SPEED_CASES if load_reference(ref_path) is not None or not c.startswith('ref')]
     times = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(rounds):

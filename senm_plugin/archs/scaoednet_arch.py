@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from basicsr.utils.registry import ARCH_REGISTRY
 from ..heap import retained_heap
+from ..ops.winograd import winograd_convs
 from .scaoednet_blocks import ConvLayer, DENet, InitialDENet, RENet
 from .tiling import channels_last_weights, self_ensemble, tiled_forward
 
@@ -89,9 +90,11 @@ class ScaoedNet(nn.Module):
         return F.pixel_shuffle(self.tail(z), 2), noise_maps
 
     @torch.inference_mode()
-    def restore(self, x, tile_size=None, tile_overlap=32, use_self_ensemble=False, channels_last=True):
+    def restore(self, x, tile_size=None, tile_overlap=32, use_self_ensemble=False, channels_last=True,
+                winograd=True):
         """Fast inference: the same outputs as ``forward`` (float tolerance), in inference mode and channels-last,
-        with freed memory kept in the heap while it runs (``senm_plugin.heap``).
+        with the 64->64 3x3 convolutions as Winograd F(4x4, 3x3) on CPU (``senm_plugin.ops.winograd``) and freed
+        memory kept in the heap while it runs (``senm_plugin.heap``).
 
         Args:
             x (Tensor): (N, C, H, W) noisy images in [0, 1].
@@ -100,6 +103,8 @@ class ScaoedNet(nn.Module):
                 which it lies farthest from a seam.
             use_self_ensemble (bool): Average the outputs over the 8 flips/rotations (the poster's dagger rows).
             channels_last (bool): Run the convolutions in channels-last layout (faster on CPU).
+            winograd (bool): Use the Winograd kernel for channels-last CPU input (needs a C++ compiler the first
+                time; without one, or with False, oneDNN's direct convolutions run).
         """
         self.check_input(x)
         if channels_last:
@@ -108,6 +113,7 @@ class ScaoedNet(nn.Module):
         if tile_size is not None:
             run = (lambda inp, fn=run: tiled_forward(fn, inp, tile_size, tile_overlap))
         # retained_heap: feature maps are freed and reallocated hundreds of times per image
-        with channels_last_weights(self, channels_last), retained_heap():
+        with channels_last_weights(self, channels_last), winograd_convs(self, channels_last and winograd), \
+                retained_heap():
             out = self_ensemble(run, x) if use_self_ensemble else run(x)
         return out.contiguous()
