@@ -1,4 +1,6 @@
 """SeNM-VAE networks: sizes, closed-form KL, deterministic sampling, domain-aware training pass."""
+import shutil
+
 import pytest
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -197,3 +199,35 @@ def test_bad_domain_label():
     x = torch.rand(2, 3, 16, 16)
     with pytest.raises(ValueError, match='domain labels'):
         net(x, x, torch.zeros(2), torch.tensor([0, 5]))
+
+
+@pytest.mark.skipif(shutil.which('c++') is None and shutil.which('g++') is None, reason='no C++ compiler')
+def test_winograd_training_pass_matches_direct(monkeypatch):
+    """On CPU the training pass runs its 3x3 convolutions through the Winograd kernel, forward and backward."""
+    from senm_plugin.ops import winograd
+    assert winograd.load_kernel() is not None, winograd.kernel_error()
+    calls = []
+    apply = winograd.WinogradConv3x3.apply
+    monkeypatch.setattr(winograd.WinogradConv3x3, 'apply', lambda *a: calls.append(1) or apply(*a))
+    torch.manual_seed(3)
+    x = torch.rand(3, 3, 12, 12)
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    results = []
+    for use_winograd in (False, True):
+        net = tiny_net()
+        net.winograd = use_winograd
+        before = len(calls)
+        torch.manual_seed(5)
+        out = net(x, y, torch.full((3, ), 0.05), torch.tensor([PAIRED, SOURCE, TARGET]))
+        loss = (out['x_hat'] - x[out['x_idx']]).abs().mean() + (out['y_hat'] - y[out['y_idx']]).abs().mean() + \
+            out['kl_zn'].mean() + out['kl_z'].mean()
+        loss.backward()
+        results.append((out['x_hat'], loss, {n: p.grad for n, p in net.named_parameters() if p.grad is not None}))
+        assert (len(calls) > before) == use_winograd
+    (x_a, loss_a, grads_a), (x_b, loss_b, grads_b) = results
+    assert x_b.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x_a, x_b, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(loss_a, loss_b, rtol=1e-5, atol=1e-7)
+    assert grads_a.keys() == grads_b.keys()
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grads_b[name], grad, rtol=1e-3, atol=1e-6, msg=name)

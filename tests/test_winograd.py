@@ -26,7 +26,7 @@ def channels_last(*shape, seed=0):
 
 @needs_compiler
 @pytest.mark.parametrize('shape, out_ch', [((1, 64, 20, 28), 64), ((2, 16, 13, 7), 32), ((3, 8, 5, 3), 24),
-                                           ((1, 8, 1, 1), 8)])
+                                           ((1, 8, 1, 1), 8), ((2, 65, 9, 10), 32), ((1, 13, 6, 7), 65)])
 @pytest.mark.parametrize('use_bias, relu', [(True, False), (False, True)])
 def test_matches_direct_convolution(kernel, shape, out_ch, use_bias, relu):
     x = channels_last(*shape)
@@ -35,7 +35,8 @@ def test_matches_direct_convolution(kernel, shape, out_ch, use_bias, relu):
     exact = F.conv2d(x.double(), weight.double(), None if bias is None else bias.double(), padding=1)
     if relu:
         exact = exact.clamp(min=0)
-    out = winograd.winograd_conv3x3(x, winograd.transform_weight(weight), bias, relu=relu, kernel=kernel)
+    out = winograd.winograd_conv3x3(x, winograd.transform_weight(weight), bias, relu=relu, kernel=kernel,
+                                    out_channels=out_ch)
     assert out.shape == exact.shape and out.is_contiguous(memory_format=torch.channels_last)
     direct = F.conv2d(x, weight, bias, padding=1)
     direct_err = ((direct.clamp(min=0) if relu else direct).double() - exact).abs().max().item()
@@ -48,8 +49,7 @@ def test_matches_direct_convolution(kernel, shape, out_ch, use_bias, relu):
 def test_eligibility():
     assert winograd.eligible(nn.Conv2d(64, 64, 3, padding=1))
     assert winograd.eligible(nn.Conv2d(192, 32, 3, padding=1, bias=False))
-    assert not winograd.eligible(nn.Conv2d(4, 64, 3, padding=1))  # channels not a multiple of 8
-    assert not winograd.eligible(nn.Conv2d(64, 1, 3, padding=1))
+    assert winograd.eligible(nn.Conv2d(65, 1, 3, padding=1))  # channels are padded to multiples of 8 inside
     assert not winograd.eligible(nn.Conv2d(64, 64, 1))
     assert not winograd.eligible(nn.Conv2d(64, 64, 3, padding=1, stride=2))
     assert not winograd.eligible(nn.Conv2d(64, 64, 3, padding=1, padding_mode='reflect'))
@@ -59,12 +59,12 @@ def test_eligibility():
 @needs_compiler
 def test_winograd_convs_swaps_and_restores(kernel):
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 3, padding=1)).eval()
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 3, 1)).eval()
     x = channels_last(2, 8, 11, 9)
     with torch.no_grad():
         expected = net(x)
         with winograd.winograd_convs(net):
-            assert 'forward' in vars(net[0]) and 'forward' not in vars(net[2])  # 3 outputs: not eligible
+            assert 'forward' in vars(net[0]) and 'forward' not in vars(net[2])  # 1x1: not eligible
             calls = []
             original = winograd.winograd_conv3x3
             winograd.winograd_conv3x3 = lambda *a, **k: calls.append(1) or original(*a, **k)
@@ -119,9 +119,9 @@ def test_disabled_kernel_falls_back(monkeypatch, caplog):
 def test_training_path_gradients_match_direct(kernel, use_bias):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=use_bias), nn.LeakyReLU(0.2),
-                        nn.Conv2d(16, 8, 3, padding=1, bias=use_bias))
+                        nn.Conv2d(16, 13, 3, padding=1, bias=use_bias))
     x = torch.randn(2, 8, 9, 13, requires_grad=True)  # NCHW: the training path takes any layout
-    target = torch.randn(2, 8, 9, 13)
+    target = torch.randn(2, 13, 9, 13)
 
     def grads():
         net.zero_grad()

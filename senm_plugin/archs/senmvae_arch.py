@@ -14,6 +14,7 @@ from torch import nn as nn
 
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
                              mixture_select)
+from ..ops.winograd import winograd_convs
 from .tiling import channels_last_weights
 
 # Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).
@@ -32,10 +33,16 @@ class SeNMVAE(nn.Module):
         zn_dim (int): channels of each degradation latent layer zn^l. Default: 16.
         num_down (int): extra 2x down-samplings before the first latent layer. Default: 0.
         num_grow_ch (int): growth channels of the residual dense blocks. Default: 32.
+        winograd (bool): on CPU, run the 3x3 convolutions through the Winograd F(4x4, 3x3) kernel
+            (``senm_plugin.ops.winograd``) in training (forward and backward, channels-last) and in
+            ``translate``/``denoise``. Same results to float tolerance; falls back by itself where the kernel cannot
+            be built. Default: True.
     """
 
-    def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32):
+    def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32,
+                 winograd=True):
         super().__init__()
+        self.winograd = winograd
         nf = num_feat
         self.num_levels = list(num_levels)
         self.num_down = num_down
@@ -119,7 +126,7 @@ class SeNMVAE(nn.Module):
         """Yield ``img`` in the layout to run in, with the weights in that layout for the duration."""
         if channels_last is None:
             channels_last = img.device.type == 'cpu' and not torch.is_grad_enabled()
-        with channels_last_weights(self, channels_last):
+        with channels_last_weights(self, channels_last), winograd_convs(self, self.winograd and channels_last):
             yield img.contiguous(memory_format=torch.channels_last) if channels_last else img
 
     def forward(self, clean, noisy, noise_level, domain, mix_x=None, mix_y=None, deterministic=False):
@@ -137,8 +144,13 @@ class SeNMVAE(nn.Module):
             dict: ``x_idx`` / ``x_hat`` (batch indices and reconstructions of x, paired + source samples),
             ``y_idx`` / ``y_hat`` and ``kl_zn`` (paired + target samples), ``z_idx`` / ``kl_z`` (paired samples:
             KL(q(z|y) || q(z|x)) summed over both passes). KL terms are per sample: the sum over layers of the
-            per-element mean.
+            per-element mean. On CPU with ``winograd`` the images come back channels-last.
         """
+        with winograd_convs(self, self.winograd and clean.device.type == 'cpu', training=True):
+            return self._forward(clean, noisy, noise_level, domain, mix_x, mix_y, deterministic)
+
+    def _forward(self, clean, noisy, noise_level, domain, mix_x, mix_y, deterministic):
+        """``forward`` without the choice of convolution kernel."""
         domain = domain.reshape(-1).to(clean.device)
         idx_p = torch.nonzero(domain == PAIRED).flatten()
         idx_s = torch.nonzero(domain == SOURCE).flatten()

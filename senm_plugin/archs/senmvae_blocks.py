@@ -37,6 +37,10 @@ def mixture_select(z_x, z_y, mode):
 def append_level(feat, level):
     """Concatenate the degradation level as one extra constant channel (``level``: float or per-image tensor)."""
     level = level_map(level, feat)
+    if feat.shape[1] > 1 and feat.stride(1) == 1:
+        # channels-last features: give the one-channel map channels-last strides too, or torch.cat falls back to
+        # NCHW and every convolution after it converts back
+        level = level.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     return torch.cat([feat, level], dim=1)
 
 

@@ -1,16 +1,19 @@
-"""Winograd F(4x4, 3x3) convolution for CPU inference: 3x3 convolutions with 4x fewer multiplications.
+"""Winograd F(4x4, 3x3) convolution on CPU, for inference and training: 3x3 convolutions with 4x fewer
+multiplications.
 
 oneDNN ships Winograd kernels only for AVX-512 CPUs; on AVX2 machines its direct 3x3 convolution is the
-bottleneck of ScaoedNet and SeNM-VAE inference. Here the transforms and the 36 per-tile GEMMs are a small C++
-extension (``csrc/winograd.cpp``, compiled on first use with ``torch.utils.cpp_extension`` and cached by torch)
-that works through the image a block of tiles at a time, in cache. The algorithm is exact in real arithmetic
-(matrices from Lavin & Gray, CVPR 2016); in float32 its rounding error is a few times the direct convolution's
-(4e-5 against 8e-6 on outputs of magnitude ~6).
+bottleneck of ScaoedNet and SeNM-VAE. Here the transforms and the 36 per-tile GEMMs are a small C++ extension
+(``csrc/winograd.cpp``, compiled on first use with ``torch.utils.cpp_extension`` and cached by torch) that works
+through the image a block of tiles at a time, in cache: the forward, and for training the input gradient (the same
+kernel on flipped weights) and the weight gradient (per-tile outer products in the transformed domain). The
+algorithm is exact in real arithmetic (matrices from Lavin & Gray, CVPR 2016); in float32 its rounding error is a
+few times the direct convolution's (4e-5 against 8e-6 on outputs of magnitude ~6).
 
 Where the extension cannot be built (no C++ compiler, no ninja) :func:`winograd_convs` logs why once and the
 network runs its ordinary convolutions.
 """
 import contextlib
+import functools
 import glob
 import hashlib
 import os
@@ -88,56 +91,90 @@ def _build():
         return None, f'{type(err).__name__}: {lines[-1] if lines else ""}'
 
 
+def _padded(c):
+    return (c + 7) // 8 * 8
+
+
+def _channels_inner(x):
+    """Whether ``x``'s channels are contiguous per pixel (channels-last, or a channel slice of such a tensor), the
+    layout the kernel reads."""
+    return x.shape[1] == 1 or x.stride(1) == 1
+
+
+@functools.lru_cache(maxsize=None)
+def _kron_g(device):
+    """kron(G, G), (36, 9) in float64: vec(G g G^T) = kron(G, G) vec(g) turns every (o, c) filter's transform into
+    one row of a single GEMM."""
+    g = torch.tensor(_G, dtype=torch.float64, device=device)
+    return torch.kron(g, g)
+
+
 def transform_weight(weight):
-    """U = G g G^T for a (O, C, 3, 3) weight, as the (36, C, O) right-hand sides of the per-tile GEMMs."""
-    g = torch.tensor(_G, dtype=torch.float64, device=weight.device)
-    u = torch.einsum('ij,ocjk,lk->ilco', g, weight.detach().double(), g)
-    return u.reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+    """U = G g G^T for a (O, C, 3, 3) weight, as the (36, C, O) right-hand sides of the per-tile GEMMs, with C and
+    O zero-padded to multiples of 8 (the kernel's vector width). Computed in float64: float32 here would add its
+    rounding to the kernel's."""
+    o, c = weight.shape[:2]
+    u = torch.mm(_kron_g(weight.device), weight.detach().reshape(o * c, 9).t().double())  # (36, O * C)
+    out = weight.new_zeros((36, _padded(c), _padded(o)))
+    out[:, :c, :o] = u.view(36, o, c).transpose(1, 2)
+    return out
+
+
+def untransform_grad(grad_u, weight_shape):
+    """The weight gradient G^T dU G, (O, C, 3, 3), from the gradient of :func:`transform_weight`'s output."""
+    o, c = weight_shape[:2]
+    du = grad_u[:, :c, :o].transpose(1, 2).reshape(36, o * c)  # (36, O * C)
+    return torch.mm(_kron_g(grad_u.device).t().to(grad_u.dtype), du).t().reshape(o, c, 3, 3)
 
 
 def eligible(conv):
     """Whether ``conv`` is a 3x3 / stride 1 / pad 1 / ungrouped float32 convolution the kernel computes."""
     return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == 'zeros' and conv.weight.dtype == torch.float32
-            and conv.in_channels % 8 == 0 and conv.out_channels % 8 == 0)
+            and conv.padding_mode == 'zeros' and conv.weight.dtype == torch.float32)
 
 
-def winograd_conv3x3(x, u, bias=None, relu=False, kernel=None):
+def winograd_conv3x3(x, u, bias=None, relu=False, kernel=None, out_channels=None):
     """3x3 'same' convolution of a channels-last float32 CPU batch ``x`` with transformed weights ``u``
-    (:func:`transform_weight`); returns a channels-last tensor. ``relu`` applies a ReLU in the same pass.
+    (:func:`transform_weight`; ``out_channels`` when not a multiple of 8, as ``u`` is padded); returns a
+    channels-last tensor. ``relu`` applies a ReLU in the same pass.
     No autograd: see :class:`WinogradConv3x3` for that."""
     kernel = kernel or load_kernel()
     n, _, h, w = x.shape
-    y = x.new_empty((n, h, w, u.shape[2]))
-    kernel.conv3x3(x.permute(0, 2, 3, 1), u, bias, y, relu, TILE_BLOCK)
-    return y.permute(0, 3, 1, 2)
+    y = torch.empty((n, out_channels or u.shape[2], h, w), dtype=x.dtype, device=x.device,
+                    memory_format=torch.channels_last)
+    kernel.conv3x3(x.permute(0, 2, 3, 1), u, bias, y.permute(0, 2, 3, 1), relu, TILE_BLOCK)
+    return y
 
 
 class WinogradConv3x3(torch.autograd.Function):
-    """Differentiable 3x3 'same' convolution: the forward and the input gradient (a 3x3 convolution of the output
-    gradient with the flipped, transposed weights) through the Winograd kernel; the weight and bias gradients
-    through ATen's convolution backward in NCHW layout, where oneDNN computes them fastest on CPU."""
+    """Differentiable 3x3 'same' convolution, all through the Winograd kernel: the forward, the input gradient (a
+    3x3 convolution of the output gradient with the flipped, transposed weights) and the weight gradient
+    (G^T [sum over tiles of V^T dM] G). Works in channels-last layout; returns channels-last tensors."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        x = x.contiguous(memory_format=torch.channels_last)
+        if not _channels_inner(x):
+            x = x.contiguous(memory_format=torch.channels_last)
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return winograd_conv3x3(x, transform_weight(weight), None if bias is None else bias.detach())
+        return winograd_conv3x3(x, transform_weight(weight), None if bias is None else bias.detach(),
+                                out_channels=weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
+        if not _channels_inner(grad_y):
+            grad_y = grad_y.contiguous(memory_format=torch.channels_last)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             flipped = weight.detach().flip(2, 3).transpose(0, 1)  # (C, O, 3, 3)
-            grad_x = winograd_conv3x3(grad_y.contiguous(memory_format=torch.channels_last), transform_weight(flipped))
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad_y.contiguous(), x.contiguous(), weight.detach(), [weight.shape[0]] if ctx.has_bias else None,
-                [1, 1], [1, 1], [1, 1], False, [0, 0], 1,
-                [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
+            grad_x = winograd_conv3x3(grad_y, transform_weight(flipped), out_channels=weight.shape[1])
+        if ctx.needs_input_grad[1]:
+            grad_u = load_kernel().conv3x3_grad_u(x.permute(0, 2, 3, 1), grad_y.permute(0, 2, 3, 1), TILE_BLOCK)
+            grad_w = untransform_grad(grad_u, weight.shape)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum(dim=(0, 2, 3))
         return grad_x, grad_w, grad_b
 
 
@@ -186,11 +223,12 @@ def _winograd_forward(conv, kernel, training):
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
         if needs_grad:
             return WinogradConv3x3.apply(x, conv.weight, conv.bias) if training else direct(x)
-        if not x.is_contiguous(memory_format=torch.channels_last):
+        if not _channels_inner(x):
             if not training:
                 return direct(x)
             x = x.contiguous(memory_format=torch.channels_last)
         bias = None if conv.bias is None else conv.bias.detach()
-        return winograd_conv3x3(x, u if u is not None else _cached_transform(conv), bias, kernel=kernel)
+        return winograd_conv3x3(x, u if u is not None else _cached_transform(conv), bias, kernel=kernel,
+                                out_channels=conv.out_channels)
 
     return forward
