@@ -6,7 +6,9 @@ terms only; ours is the domain-aware forward of ``SeNMVAE`` with the same loss t
 process so that its peak memory (max RSS on CPU, max allocated on CUDA) is its own; with ``--rounds N`` the cases
 alternate N times and each figure is the median over rounds. Our steps keep freed memory in the heap
 (``senm_plugin.heap.retain_heap``) as ``SeNMVAEModel`` does for CPU training; ``ref_step_heap`` gives the reference
-the same setting, to show what that setting alone is worth.
+the same setting, to show what that setting alone is worth. On CPU ours run their 3x3 convolutions through the
+Winograd kernel (``senm_plugin.ops.winograd``); ``ours_step_direct`` and ``ours_translate_direct`` use oneDNN's
+direct convolutions instead, to show what the kernel is worth.
 
     python benchmarks/bench_senmvae.py [--quick] [--threads 2] [--ref-dir /tmp/ref_zhengdihan+SeNM-VAE/SIDD/models]
 
@@ -22,8 +24,8 @@ import subprocess
 import sys
 import time
 
-CASES = ('ref_step', 'ours_step', 'ours_step_cl', 'ours_model_step', 'ref_step_heap', 'ref_translate',
-         'ours_translate')
+CASES = ('ref_step', 'ours_step', 'ours_step_direct', 'ours_step_cl', 'ours_model_step', 'ref_step_heap',
+         'ref_translate', 'ours_translate', 'ours_translate_direct')
 DEFAULT_REF = '/tmp/ref_zhengdihan+SeNM-VAE/SIDD/models'
 
 
@@ -96,8 +98,8 @@ def run_case(case, args):
                     kl_weight * kl_zn.mean() + kl_weight * klz_weight * kl_z.mean())
             loss.backward()
             opt.step()
-    elif case in ('ours_step', 'ours_step_cl'):
-        net = SeNMVAE()
+    elif case in ('ours_step', 'ours_step_direct', 'ours_step_cl'):
+        net = SeNMVAE(winograd=case != 'ours_step_direct')
         net.load_state_dict(ref.state_dict())
         net = net.to(device, memory_format=fmt)
         opt = torch.optim.Adam(net.parameters(), 1e-4)
@@ -128,11 +130,11 @@ def run_case(case, args):
 
         def step():
             model.optimize_parameters(100)
-    elif case in ('ref_translate', 'ours_translate'):
+    elif case in ('ref_translate', 'ours_translate', 'ours_translate_direct'):
         if case == 'ref_translate':
             net = ref.to(device).eval()
         else:
-            net = SeNMVAE()
+            net = SeNMVAE(winograd=case != 'ours_translate_direct')
             net.load_state_dict(ref.state_dict())
             net = net.to(device).eval()
         clean = torch.rand(tbatch, 3, tsize, tsize, device=device)
@@ -199,14 +201,15 @@ def main():
 
     print()
     ref = results.get('ref_step')
-    for case in ('ours_step', 'ours_step_cl', 'ours_model_step', 'ref_step_heap'):
+    for case in ('ours_step', 'ours_step_direct', 'ours_step_cl', 'ours_model_step', 'ref_step_heap'):
         if ref and case in results:
             print(f'training step speed-up {case} vs reference: {ref["seconds"] / results[case]["seconds"]:.2f}x')
-    if 'ref_translate' in results and 'ours_translate' in results:
-        for case in ('ref_translate', 'ours_translate'):
-            r = results[case]
-            print(f'{case}: {r["batch"] / r["seconds"]:.3f} images/s at {r["size"]}x{r["size"]}')
-        print(f'translate speed-up: {results["ref_translate"]["seconds"] / results["ours_translate"]["seconds"]:.2f}x')
+    if 'ref_translate' in results:
+        for case in ('ref_translate', 'ours_translate', 'ours_translate_direct'):
+            if case in results:
+                r = results[case]
+                print(f'{case}: {r["batch"] / r["seconds"]:.3f} images/s at {r["size"]}x{r["size"]}, speed-up '
+                      f'{results["ref_translate"]["seconds"] / r["seconds"]:.2f}x')
     return 0
 
 

@@ -56,8 +56,9 @@ def _run(mode):
 @glibc_only
 def test_retained_heap_reuses_freed_pages_and_returns_them_after():
     default, retained = _run('default'), _run('retained')
-    # glibc's defaults hand the 160 MiB back after every round, so each round faults its pages in again
-    assert default['faults'] > 4 * PAGES_PER_ROUND
+    # glibc's defaults hand the 160 MiB back (usually after every round; less often when a small allocation happens
+    # to pin the top of the heap, seen once in a full test run), so later rounds fault pages in again
+    assert default['faults'] > PAGES_PER_ROUND
     # inside the block the freed tensors are reused: no round after the first touches new pages
     assert retained['faults'] < PAGES_PER_ROUND // 10
     # the freed 160 MiB were still held inside the block and are returned on leaving it

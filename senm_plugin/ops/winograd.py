@@ -81,6 +81,12 @@ def _build():
         flags.append('-march=native')  # built on the machine it runs on, so its vector units are fair game
     name = f'senm_winograd_{_cpu_tag()}'
     try:
+        import ninja  # the pip package: its binary is not on PATH when the virtualenv is not activated
+        if ninja.BIN_DIR not in os.environ.get('PATH', '').split(os.pathsep):
+            os.environ['PATH'] = ninja.BIN_DIR + os.pathsep + os.environ.get('PATH', '')
+    except (ImportError, AttributeError):
+        pass
+    try:
         build_dir = cpp_extension._get_build_directory(name, verbose=False)
         if not glob.glob(os.path.join(build_dir, '*.so')):
             get_root_logger().info(f'Compiling the Winograd 3x3 kernel into {build_dir} (once per machine, ~1 min).')
