@@ -143,3 +143,26 @@ def test_training_path_gradients_match_direct(kernel, use_bias):
     for e, g in zip(expected, got):
         assert e.shape == g.shape
         assert torch.allclose(e, g, rtol=1e-4, atol=1e-6), (e - g).abs().max()
+
+
+@needs_compiler
+def test_nested_blocks_restore_the_outer_one(kernel):
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    with winograd.winograd_convs(conv, training=True):
+        outer = vars(conv)['forward']
+        with winograd.winograd_convs(conv):
+            assert vars(conv)['forward'] is not outer
+        assert vars(conv)['forward'] is outer
+    assert 'forward' not in vars(conv)
+
+
+@needs_compiler
+def test_reads_channel_slices_in_place(kernel):
+    """The residual dense blocks feed convolutions with channel slices of channels-last tensors: no copy needed."""
+    torch.manual_seed(0)
+    whole = channels_last(2, 24, 7, 9)
+    part = whole[:, 4:20]
+    assert not part.is_contiguous(memory_format=torch.channels_last) and part.stride(1) == 1
+    weight = torch.randn(8, 16, 3, 3) * 0.1
+    out = winograd.winograd_conv3x3(part, winograd.transform_weight(weight), kernel=kernel)
+    torch.testing.assert_close(out, F.conv2d(part, weight, padding=1), rtol=1e-4, atol=1e-5)

@@ -97,6 +97,13 @@ def _build():
         return None, f'{type(err).__name__}: {lines[-1] if lines else ""}'
 
 
+def _require_kernel():
+    kernel = load_kernel()
+    if kernel is None:
+        raise RuntimeError(f'the Winograd kernel is unavailable: {kernel_error()}')
+    return kernel
+
+
 def _padded(c):
     return (c + 7) // 8 * 8
 
@@ -141,11 +148,11 @@ def eligible(conv):
 
 
 def winograd_conv3x3(x, u, bias=None, relu=False, kernel=None, out_channels=None):
-    """3x3 'same' convolution of a channels-last float32 CPU batch ``x`` with transformed weights ``u``
-    (:func:`transform_weight`; ``out_channels`` when not a multiple of 8, as ``u`` is padded); returns a
-    channels-last tensor. ``relu`` applies a ReLU in the same pass.
-    No autograd: see :class:`WinogradConv3x3` for that."""
-    kernel = kernel or load_kernel()
+    """3x3 'same' convolution of a float32 CPU batch ``x`` whose channels are contiguous per pixel (channels-last,
+    or a channel slice of such a tensor) with transformed weights ``u`` (:func:`transform_weight`; pass
+    ``out_channels`` when it is not a multiple of 8, as ``u`` is padded); returns a channels-last tensor. ``relu``
+    applies a ReLU in the same pass. No autograd: see :class:`WinogradConv3x3` for that."""
+    kernel = kernel or _require_kernel()
     n, _, h, w = x.shape
     y = torch.empty((n, out_channels or u.shape[2], h, w), dtype=x.dtype, device=x.device,
                     memory_format=torch.channels_last)
@@ -177,7 +184,7 @@ class WinogradConv3x3(torch.autograd.Function):
             flipped = weight.detach().flip(2, 3).transpose(0, 1)  # (C, O, 3, 3)
             grad_x = winograd_conv3x3(grad_y, transform_weight(flipped), out_channels=weight.shape[1])
         if ctx.needs_input_grad[1]:
-            grad_u = load_kernel().conv3x3_grad_u(x.permute(0, 2, 3, 1), grad_y.permute(0, 2, 3, 1), TILE_BLOCK)
+            grad_u = _require_kernel().conv3x3_grad_u(x.permute(0, 2, 3, 1), grad_y.permute(0, 2, 3, 1), TILE_BLOCK)
             grad_w = untransform_grad(grad_u, weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_y.sum(dim=(0, 2, 3))
@@ -197,13 +204,17 @@ def winograd_convs(module, enabled=True, training=False):
     """
     kernel = load_kernel() if enabled else None
     convs = [m for m in module.modules() if eligible(m)] if kernel is not None else []
+    outer = [vars(conv).get('forward') for conv in convs]  # set by an enclosing block, if any
     for conv in convs:
         conv.forward = _winograd_forward(conv, kernel, training)
     try:
         yield module
     finally:
-        for conv in convs:
-            del conv.forward
+        for conv, forward in zip(convs, outer):
+            if forward is None:
+                del conv.forward
+            else:
+                conv.forward = forward
 
 
 def _cached_transform(conv):
