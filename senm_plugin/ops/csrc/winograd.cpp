@@ -183,112 +183,63 @@ void grad_transform_tile(const float* g, const Strides& gs, float* m, int64_t H,
   }
 }
 
-// m[r] (O) += sum_c v[r * C + c] u[c * O] for R rows: the forward per-tile GEMM (m zeroed first) with C, O
-// multiples of kCB; 6 rows x 16 columns keep 12 accumulators, the most AVX2's 16 registers allow.
+// out[i][o] (+)= sum_k a[i * a_row + k * a_k] b[k * O + o] for R rows i, all O (a multiple of kCB) columns o: the
+// register-blocked micro-kernel of both GEMMs. 6 rows x 16 columns keep 12 accumulators, the most AVX2's 16
+// registers allow.
 template <int R>
-void gemm_rows(const float* v, const float* u, float* m, int64_t C, int64_t O) {
-  int64_t o0 = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  for (; o0 + 16 <= O; o0 += 16) {
-    __m256 acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < C; ++c) {
-      const __m256 u0 = _mm256_loadu_ps(u + c * O + o0), u1 = _mm256_loadu_ps(u + c * O + o0 + 8);
-      for (int r = 0; r < R; ++r) {
-        const __m256 a = _mm256_broadcast_ss(v + r * C + c);
-        acc[r][0] = _mm256_fmadd_ps(a, u0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(a, u1, acc[r][1]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      _mm256_storeu_ps(m + r * O + o0, acc[r][0]);
-      _mm256_storeu_ps(m + r * O + o0 + 8, acc[r][1]);
-    }
-  }
-#endif
-  for (int r = 0; r < R; ++r) {
-    float acc[16];
-    for (int64_t o = o0; o < O; o += kCB) {
-      for (int k = 0; k < kCB; ++k) acc[k] = 0.f;
-      for (int64_t c = 0; c < C; ++c) {
-        const float a = v[r * C + c];
-        for (int k = 0; k < kCB; ++k) acc[k] += a * u[c * O + o + k];
-      }
-      for (int k = 0; k < kCB; ++k) m[r * O + o + k] = acc[k];
-    }
-  }
-}
-
-// m[p] (rows x O) = v[p] (rows x C) u[p] (C x O) for the 36 p; v, m tile-blocked as (36, rows, C|O) contiguous.
-void gemm_block(const float* v, const float* u, float* m, int64_t rows, int64_t C, int64_t O) {
-  constexpr int kR = 6;
-  for (int p = 0; p < 36; ++p) {
-    const float* vp = v + p * rows * C;
-    const float* up = u + p * C * O;
-    float* mp = m + p * rows * O;
-    int64_t r = 0;
-    for (; r + kR <= rows; r += kR) gemm_rows<kR>(vp + r * C, up, mp + r * O, C, O);
-    switch (rows - r) {
-      case 5: gemm_rows<5>(vp + r * C, up, mp + r * O, C, O); break;
-      case 4: gemm_rows<4>(vp + r * C, up, mp + r * O, C, O); break;
-      case 3: gemm_rows<3>(vp + r * C, up, mp + r * O, C, O); break;
-      case 2: gemm_rows<2>(vp + r * C, up, mp + r * O, C, O); break;
-      case 1: gemm_rows<1>(vp + r * C, up, mp + r * O, C, O); break;
-      default: break;
-    }
-  }
-}
-
-// du[c] (O) += sum_r v[r * C + c] m[r * O] for R channels c starting at v: the weight-gradient rank-`rows` update
-// dU_p += V_p^T dM_p, accumulated in registers over the block's rows.
-template <int R>
-void rank_update(const float* v, const float* m, float* du, int64_t rows, int64_t C, int64_t O) {
+void micro_gemm(const float* a, int64_t a_row, int64_t a_k, const float* b, int64_t K, float* out, int64_t O,
+                bool accumulate) {
   int64_t o0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
   for (; o0 + 16 <= O; o0 += 16) {
     __m256 acc[R][2];
     for (int i = 0; i < R; ++i) {
-      acc[i][0] = _mm256_loadu_ps(du + i * O + o0);
-      acc[i][1] = _mm256_loadu_ps(du + i * O + o0 + 8);
+      acc[i][0] = accumulate ? _mm256_loadu_ps(out + i * O + o0) : _mm256_setzero_ps();
+      acc[i][1] = accumulate ? _mm256_loadu_ps(out + i * O + o0 + 8) : _mm256_setzero_ps();
     }
-    for (int64_t r = 0; r < rows; ++r) {
-      const __m256 m0 = _mm256_loadu_ps(m + r * O + o0), m1 = _mm256_loadu_ps(m + r * O + o0 + 8);
+    for (int64_t k = 0; k < K; ++k) {
+      const __m256 b0 = _mm256_loadu_ps(b + k * O + o0), b1 = _mm256_loadu_ps(b + k * O + o0 + 8);
       for (int i = 0; i < R; ++i) {
-        const __m256 a = _mm256_broadcast_ss(v + r * C + i);
-        acc[i][0] = _mm256_fmadd_ps(a, m0, acc[i][0]);
-        acc[i][1] = _mm256_fmadd_ps(a, m1, acc[i][1]);
+        const __m256 x = _mm256_broadcast_ss(a + i * a_row + k * a_k);
+        acc[i][0] = _mm256_fmadd_ps(x, b0, acc[i][0]);
+        acc[i][1] = _mm256_fmadd_ps(x, b1, acc[i][1]);
       }
     }
     for (int i = 0; i < R; ++i) {
-      _mm256_storeu_ps(du + i * O + o0, acc[i][0]);
-      _mm256_storeu_ps(du + i * O + o0 + 8, acc[i][1]);
+      _mm256_storeu_ps(out + i * O + o0, acc[i][0]);
+      _mm256_storeu_ps(out + i * O + o0 + 8, acc[i][1]);
     }
   }
 #endif
   for (int i = 0; i < R; ++i) {
     for (int64_t o = o0; o < O; o += kCB) {
       float acc[kCB];
-      for (int k = 0; k < kCB; ++k) acc[k] = du[i * O + o + k];
-      for (int64_t r = 0; r < rows; ++r) {
-        const float a = v[r * C + i];
-        for (int k = 0; k < kCB; ++k) acc[k] += a * m[r * O + o + k];
+      for (int j = 0; j < kCB; ++j) acc[j] = accumulate ? out[i * O + o + j] : 0.f;
+      for (int64_t k = 0; k < K; ++k) {
+        const float x = a[i * a_row + k * a_k];
+        for (int j = 0; j < kCB; ++j) acc[j] += x * b[k * O + o + j];
       }
-      for (int k = 0; k < kCB; ++k) du[i * O + o + k] = acc[k];
+      for (int j = 0; j < kCB; ++j) out[i * O + o + j] = acc[j];
     }
   }
 }
 
-// du[p] (C x O) += v[p]^T (C x rows) m[p] (rows x O) for the 36 p.
+// The n rows of out (n x O) (+)= A (n x K, strides a_row, a_k) b (K x O), six rows at a time.
+void gemm(const float* a, int64_t a_row, int64_t a_k, int64_t n, const float* b, int64_t K, float* out, int64_t O,
+          bool accumulate) {
+  int64_t i = 0;
+  for (; i + 6 <= n; i += 6) micro_gemm<6>(a + i * a_row, a_row, a_k, b, K, out + i * O, O, accumulate);
+  for (; i < n; ++i) micro_gemm<1>(a + i * a_row, a_row, a_k, b, K, out + i * O, O, accumulate);
+}
+
+// m[p] (rows x O) = v[p] (rows x C) u[p] (C x O) for the 36 p; v, m tile-blocked as (36, rows, C|O) contiguous.
+void gemm_block(const float* v, const float* u, float* m, int64_t rows, int64_t C, int64_t O) {
+  for (int p = 0; p < 36; ++p) gemm(v + p * rows * C, C, 1, rows, u + p * C * O, C, m + p * rows * O, O, false);
+}
+
+// du[p] (C x O) += v[p]^T (C x rows) m[p] (rows x O) for the 36 p: the weight gradient's rank-`rows` update.
 void rank_update_block(const float* v, const float* m, float* du, int64_t rows, int64_t C, int64_t O) {
-  constexpr int kR = 6;
-  for (int p = 0; p < 36; ++p) {
-    const float* vp = v + p * rows * C;
-    const float* mp = m + p * rows * O;
-    float* dup = du + p * C * O;
-    int64_t c = 0;
-    for (; c + kR <= C; c += kR) rank_update<kR>(vp + c, mp, dup + c * O, rows, C, O);
-    for (; c < C; ++c) rank_update<1>(vp + c, mp, dup + c * O, rows, C, O);
-  }
+  for (int p = 0; p < 36; ++p) gemm(v + p * rows * C, 1, C, C, m + p * rows * O, rows, du + p * C * O, O, true);
 }
 
 void check_nhwc(const torch::Tensor& x, const char* name) {
