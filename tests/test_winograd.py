@@ -12,6 +12,12 @@ needs_compiler = pytest.mark.skipif(
     shutil.which('c++') is None and shutil.which('g++') is None, reason='no C++ compiler to build the kernel')
 
 
+@pytest.fixture(autouse=True)
+def any_width(monkeypatch):
+    """The tests' small convolutions take the kernel too (by default only >= MIN_CHANNELS-wide ones do)."""
+    monkeypatch.setattr(winograd, 'MIN_CHANNELS', 1)
+
+
 @pytest.fixture(scope='module')
 def kernel():
     k = winograd.load_kernel()
@@ -46,7 +52,7 @@ def test_matches_direct_convolution(kernel, shape, out_ch, use_bias, relu):
     assert err < 1e-4 * exact.abs().max().item() + 1e-6
 
 
-def test_eligibility():
+def test_eligibility(monkeypatch):
     assert winograd.eligible(nn.Conv2d(64, 64, 3, padding=1))
     assert winograd.eligible(nn.Conv2d(192, 32, 3, padding=1, bias=False))
     assert winograd.eligible(nn.Conv2d(65, 1, 3, padding=1))  # channels are padded to multiples of 8 inside
@@ -54,6 +60,10 @@ def test_eligibility():
     assert not winograd.eligible(nn.Conv2d(64, 64, 3, padding=1, stride=2))
     assert not winograd.eligible(nn.Conv2d(64, 64, 3, padding=1, padding_mode='reflect'))
     assert not winograd.eligible(nn.Conv2d(64, 64, 3, padding=1).double())
+    monkeypatch.setattr(winograd, 'MIN_CHANNELS', 32)  # the default: narrow convolutions are faster direct
+    assert winograd.eligible(nn.Conv2d(193, 65, 3, padding=1)) and winograd.eligible(nn.Conv2d(32, 32, 3, padding=1))
+    assert not winograd.eligible(nn.Conv2d(65, 1, 3, padding=1))
+    assert not winograd.eligible(nn.Conv2d(16, 64, 3, padding=1))
 
 
 @needs_compiler

@@ -93,7 +93,7 @@ class ScaoedNet(nn.Module):
     def restore(self, x, tile_size=None, tile_overlap=32, use_self_ensemble=False, channels_last=True,
                 winograd=True):
         """Fast inference: the same outputs as ``forward`` (float tolerance), in inference mode and channels-last,
-        with the 64->64 3x3 convolutions as Winograd F(4x4, 3x3) on CPU (``senm_plugin.ops.winograd``) and freed
+        with the 3x3 convolutions as Winograd F(4x4, 3x3) on CPU (``senm_plugin.ops.winograd``) and freed
         memory kept in the heap while it runs (``senm_plugin.heap``).
 
         Args:

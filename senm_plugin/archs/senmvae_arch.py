@@ -12,9 +12,9 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 
+from ..ops.winograd import winograd_convs
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
                              mixture_select)
-from ..ops.winograd import winograd_convs
 from .tiling import channels_last_weights
 
 # Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).

@@ -32,6 +32,9 @@ _G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24,
 # tiles a thread transforms and multiplies at a time: 2 x 36 x 12 x 64 floats = 216 KiB stay in a core's L2;
 # 6 to 24 measured within 5% of each other at 128x128 and 256x256 (48 and up: 25% slower)
 TILE_BLOCK = 12
+# narrower convolutions are faster direct: the transforms cost as much as the GEMM saves. Per conv at 128x128 here:
+# 64->64 1.55x, 32->32 1.31x, 64->12 1.07x faster; 12->64 0.86x, 16->16 0.78x, 64->4 0.41x, 64->1 0.51x
+MIN_CHANNELS = 32
 
 _lock = threading.Lock()
 _kernel = None
@@ -141,10 +144,12 @@ def untransform_grad(grad_u, weight_shape):
 
 
 def eligible(conv):
-    """Whether ``conv`` is a 3x3 / stride 1 / pad 1 / ungrouped float32 convolution the kernel computes."""
+    """Whether ``conv`` is a 3x3 / stride 1 / pad 1 / ungrouped float32 convolution the kernel computes, with at
+    least ``MIN_CHANNELS`` input and output channels (where it is faster than the direct convolution)."""
     return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
             and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == 'zeros' and conv.weight.dtype == torch.float32)
+            and conv.padding_mode == 'zeros' and conv.weight.dtype == torch.float32
+            and min(conv.in_channels, conv.out_channels) >= MIN_CHANNELS)
 
 
 def winograd_conv3x3(x, u, bias=None, relu=False, kernel=None, out_channels=None):
