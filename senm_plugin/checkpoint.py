@@ -11,6 +11,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be used: missing, truncated, not a state dict, or with the wrong keys."""
 
 
+class NonFiniteWeightsError(CheckpointError):
+    """Weights with NaN or infinity, which are never written to a checkpoint."""
+
+
 def atomic_save(obj, path):
     """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
 

@@ -121,7 +121,7 @@ def _patch_base_model():
     import logging
     from basicsr.models.base_model import BaseModel
     from torch.nn.parallel import DataParallel, DistributedDataParallel
-    from .checkpoint import atomic_save, extract_state_dict, safe_load
+    from .checkpoint import NonFiniteWeightsError, atomic_save, extract_state_dict, safe_load
 
     def model_to_device(self, net):
         net = net.to(self.device)
@@ -145,6 +145,11 @@ def _patch_base_model():
         for net_, key in zip(nets, keys):
             state = self.get_bare_model(net_).state_dict()
             save_dict[key] = {(k[7:] if k.startswith('module.') else k): v.cpu() for k, v in state.items()}
+            bad = [k for k, v in save_dict[key].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+            if bad:
+                raise NonFiniteWeightsError(
+                    f'refusing to save {net_label}_{label}.pth: {len(bad)} non-finite tensors ({", ".join(bad[:3])}'
+                    f'{", ..." if len(bad) > 3 else ""}); the earlier checkpoints are kept as they were')
         atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
 
     def save_training_state(self, epoch, current_iter):

@@ -1,4 +1,5 @@
 """SeNM-VAE networks: sizes, closed-form KL, deterministic sampling, domain-aware training pass."""
+import math
 import shutil
 
 import pytest
@@ -7,7 +8,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import distributions
 
 from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET, SeNMVAE
-from senm_plugin.archs.senmvae_blocks import append_level, gaussian_kl, gaussian_sample
+from senm_plugin.archs.senmvae_blocks import (LOGSIGMA_BOUNDS, GaussianHead, append_level, bound_logsigma, gaussian_kl,
+                                              gaussian_sample)
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
@@ -52,6 +54,29 @@ def test_gaussian_kl_closed_form():
         distributions.Normal(mu_q, ls_q.exp()), distributions.Normal(mu_p, ls_p.exp()))
     torch.testing.assert_close(gaussian_kl(mu_q, ls_q, mu_p, ls_p), expected, rtol=1e-5, atol=1e-5)
     assert float(gaussian_kl(mu_q, ls_q, mu_q, ls_q).abs().max()) < 1e-6
+
+
+def test_kl_cannot_overflow_and_log_sigma_is_bounded():
+    ls = torch.tensor([-60., -30., -10., -3., 0., 4., 10., 30.])
+    bounded = bound_logsigma(ls)
+    lo, hi = LOGSIGMA_BOUNDS
+    inside = (ls >= lo) & (ls <= hi)
+    assert torch.equal(bounded[inside], ls[inside])  # nothing changes where values were sane
+    assert bounded.min() >= lo - 1 and bounded.max() <= hi + 1
+    x = torch.tensor([-10.5, -9.5, 10.5], requires_grad=True)
+    bound_logsigma(x).sum().backward()
+    assert (x.grad > 0).all()  # the ramp keeps a gradient
+    # both variances tiny: the ratio-of-exps form gives 0/0; this one the exact closed form
+    kl = gaussian_kl(torch.tensor([0.]), torch.tensor([-60.]), torch.tensor([0.]), torch.tensor([-61.]))
+    assert torch.isfinite(kl).all()
+    assert float(kl) == pytest.approx(-1 - 0.5 + 0.5 * math.exp(2), rel=1e-5)
+    # a head whose raw log-sigma ran away still gives a finite KL
+    head = GaussianHead(4, 2, 8)
+    with torch.no_grad():
+        head.v[1].bias.fill_(-80.)
+    m, v = head(torch.rand(1, 4, 4, 4))
+    assert v.min() >= lo - 1
+    assert torch.isfinite(gaussian_kl(m, v, m + 1, v)).all()
 
 
 def test_sampling_and_level_channel():

@@ -12,6 +12,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
 from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET
+from senm_plugin.checkpoint import NonFiniteWeightsError
+from senm_plugin.models.senmvae_model import TrainingDivergedError
 
 TINY_YML = os.path.join(REPO_ROOT, 'options', 'tiny_senm.yml')
 
@@ -122,6 +124,60 @@ def test_bad_steps_are_skipped_and_counted(tmp_path):
     model.optimize_parameters(3)
     assert model.log_dict['skipped_g_nonfinite_loss'] == 1 and model.log_dict['skipped_d_nonfinite'] == 1
     assert all(torch.equal(a, b) for a, b in zip(before + before_d, params_of(model.net_g) + params_of(model.net_d)))
+
+
+def test_a_run_of_skipped_steps_stops_training_naming_the_term(tmp_path, monkeypatch):
+    model = make_model(tmp_path, max_skipped_steps=3)
+    compute = model.compute_losses
+
+    def faulty(current_iter, **kwargs):  # injected fault: the KL(z) term overflows from iteration 5 on
+        terms, out = compute(current_iter, **kwargs)
+        if current_iter >= 5:
+            terms['l_kl_z'] = terms['l_kl_z'] * float('inf')
+        return terms, out
+
+    monkeypatch.setattr(model, 'compute_losses', faulty)
+    model.feed_data(batch([PAIRED, SOURCE, TARGET]))
+    for it in range(1, 7):
+        model.optimize_parameters(it)  # 5 and 6 skipped, the run is not yet 3 long
+    assert model.log_dict['skipped_g_nonfinite_loss'] == 2
+    with pytest.raises(TrainingDivergedError, match=r'3 generator steps in a row.*iterations 5 to 7.*l_kl_z = inf'):
+        model.optimize_parameters(7)
+    # a good step in between resets the run
+    model = make_model(tmp_path, max_skipped_steps=2, grad_skip_norm=1e-12)
+    model.feed_data(batch([PAIRED, TARGET]))
+    model.optimize_parameters(1)
+    model.train_opt['grad_skip_norm'] = 1e12
+    model.optimize_parameters(2)
+    assert model.skip_run == []
+    model.train_opt['grad_skip_norm'] = 1e-12
+    model.optimize_parameters(3)
+    with pytest.raises(TrainingDivergedError, match=r'gradient norm .* >= grad_skip_norm'):
+        model.optimize_parameters(4)
+
+
+def test_non_finite_weights_stop_training_and_are_never_saved(tmp_path):
+    model = make_model(tmp_path)
+    model.feed_data(batch([PAIRED, SOURCE, TARGET]))
+    model.optimize_parameters(1)
+    model.save(epoch=0, current_iter=1)
+    good = (tmp_path / 'models' / 'net_g_1.pth').read_bytes()
+    # injected fault: an optimizer step that writes a NaN into one weight
+    step = model.optimizer_g.step
+
+    def poisoned_step(*args, **kwargs):
+        step(*args, **kwargs)
+        with torch.no_grad():
+            next(model.net_g.parameters()).view(-1)[0] = float('nan')
+
+    model.optimizer_g.step = poisoned_step
+    with pytest.raises(TrainingDivergedError, match=r'iteration 2: .*net_g\.\S+ non-finite'):
+        model.optimize_parameters(2)
+    with pytest.raises(NonFiniteWeightsError, match='refusing to save net_g_2.pth: 1 non-finite'):
+        model.save(epoch=0, current_iter=2)
+    assert not (tmp_path / 'models' / 'net_g_2.pth').exists()
+    assert (tmp_path / 'models' / 'net_g_1.pth').read_bytes() == good
+    assert not [p for p in (tmp_path / 'models').iterdir() if p.name.endswith('.tmp')]
 
 
 def test_checkpoint_round_trip(tmp_path):

@@ -8,9 +8,29 @@ from basicsr.archs.rrdbnet_arch import ResidualDenseBlock
 from torch import nn as nn
 
 
+# Log-sigma values are bounded to this range wherever a Gaussian head is read. Inside it nothing changes; outside, a
+# tanh ramp one unit wide takes over, so a head whose raw output runs away (q(z|x) shrinking its variance without a
+# prior to stop it) can no longer overflow exp(-2 log sigma) in the KL. sigma = e^-10 is 4.5e-5 in latent units,
+# far below anything that changes an 8-bit output.
+LOGSIGMA_BOUNDS = (-10., 10.)
+
+
+def bound_logsigma(logsigma, bounds=LOGSIGMA_BOUNDS):
+    """``logsigma`` unchanged inside ``bounds``, eased by a unit-wide tanh ramp outside (C1, so gradients flow)."""
+    lo, hi = bounds
+    below = lo + torch.tanh(logsigma - lo)
+    above = hi + torch.tanh(logsigma - hi)
+    return torch.where(logsigma < lo, below, torch.where(logsigma > hi, above, logsigma))
+
+
 def gaussian_kl(mu_q, logsigma_q, mu_p, logsigma_p):
-    """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) of diagonal Gaussians given (mean, log-sigma)."""
-    return (-0.5 + logsigma_p - logsigma_q + 0.5 * (logsigma_q.exp()**2 + (mu_q - mu_p)**2) / (logsigma_p.exp()**2))
+    """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) of diagonal Gaussians given (mean, log-sigma).
+
+    Written with exp of log-sigma differences rather than a ratio of exps: sigma_q^2 / sigma_p^2 as two exps
+    underflows to 0/0 once both are tiny, while exp(2 (log sigma_q - log sigma_p)) stays exact.
+    """
+    return (logsigma_p - logsigma_q - 0.5 + 0.5 * torch.exp(2 * (logsigma_q - logsigma_p)) +
+            0.5 * ((mu_q - mu_p) * torch.exp(-logsigma_p))**2)
 
 
 def gaussian_sample(mu, logsigma, deterministic=False, generators=None):
@@ -94,6 +114,7 @@ class GaussianHead(nn.Module):
     """Predicts (mean, log-sigma) of a diagonal Gaussian latent layer: two RDB + 1x1-conv branches.
 
     The last 1x1 conv of each branch starts with zero weights, so every layer starts near N(bias, exp(bias)^2).
+    Log-sigma is read through ``bound_logsigma``.
     """
 
     def __init__(self, in_ch, out_ch, num_grow_ch=32, zero_last=True):
@@ -105,4 +126,4 @@ class GaussianHead(nn.Module):
             nn.init.zeros_(self.v[1].weight)
 
     def forward(self, x):
-        return self.m(x), self.v(x)
+        return self.m(x), bound_logsigma(self.v(x))

@@ -26,11 +26,16 @@ DEFAULT_TRAIN = {
     'net_d_iters': 1,  # generator step every net_d_iters iterations ("D_update_ratio")
     'net_d_init_iters': 0,  # no generator step for the first iterations ("D_init_iters")
     'paired_only': False,  # fully paired training (Loss_p only): every sample is treated as paired
+    'max_skipped_steps': 20,  # stop the run after this many generator steps in a row were skipped; 0 = never
 }
 # train options read by BasicSR's pipeline or by this model besides DEFAULT_TRAIN
 OTHER_TRAIN_KEYS = ('optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'level_opt',
                     'perceptual_opt', 'gan_opt', 'retain_heap')
 VAL_METRIC_PAIRS = ('noise', 'denoise')
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training can no longer make progress: generator steps keep being skipped or the weights are non-finite."""
 
 
 @MODEL_REGISTRY.register()
@@ -47,6 +52,7 @@ class SeNMVAEModel(BaseModel):
         self.net_g = self._build('network_g', 'g')
         self.net_le = self._build('network_le', 'le', {'type': 'NoiseLevelNet'})
         self.skipped = {'g_nonfinite_loss': 0, 'g_nonfinite_grad': 0, 'g_large_grad': 0, 'd_nonfinite': 0}
+        self.skip_run = []  # (iteration, reason) of the generator steps skipped in a row up to now
         if self.is_train:
             self.init_training_settings()
 
@@ -154,8 +160,7 @@ class SeNMVAEModel(BaseModel):
         terms, out = self.compute_losses(current_iter)
         self.y_hat, self.y_idx = out['y_hat'], out['y_idx']
         if step_g:
-            l_total = sum(terms.values())
-            log.update(self._step_generator(l_total))
+            log.update(self._step_generator(terms, current_iter))
         for name in ('l_rec_x', 'l_rec_y', 'l_kl_zn', 'l_kl_z', 'l_level', 'l_percep', 'l_g_gan'):
             # every key on every iteration (0 when the batch has no sample for it): DDP reduces the same keys
             log[name] = terms[name].detach() if name in terms else torch.zeros((), device=self.device)
@@ -166,25 +171,63 @@ class SeNMVAEModel(BaseModel):
             log[f'skipped_{name}'] = torch.tensor(float(count), device=self.device)
         self.log_dict = self.reduce_loss_dict(log)
 
-    def _step_generator(self, l_total):
-        """Backward, clip and step unless the loss or gradient norm is bad; the reason is counted and logged."""
+    def _step_generator(self, terms, current_iter):
+        """Backward, clip and step unless the loss or gradient norm is bad; the reason is counted and logged, and a
+        run of ``max_skipped_steps`` skipped steps in a row stops training (``_check_skip_run``)."""
+        l_total = sum(terms.values())
         log = OrderedDict(l_total=l_total.detach())
+        reason = None
         if not torch.isfinite(l_total):
             self.skipped['g_nonfinite_loss'] += 1
-            self._warn_skip(f'non-finite generator loss {l_total.item()}')
-            return log
-        l_total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.train_opt['grad_clip'])
-        le_norm = torch.nn.utils.clip_grad_norm_(self.net_le.parameters(), float('inf'))
-        log['grad_norm'] = grad_norm.detach()
-        if not (torch.isfinite(grad_norm) and torch.isfinite(le_norm)):
-            self.skipped['g_nonfinite_grad'] += 1
-            self._warn_skip(f'non-finite gradient norm (net_g {grad_norm.item()}, net_le {le_norm.item()})')
-        elif grad_norm.item() >= self.train_opt['grad_skip_norm']:
-            self.skipped['g_large_grad'] += 1
+            bad = ', '.join(f'{k} = {v.item():g}' for k, v in terms.items() if not torch.isfinite(v))
+            reason = f'non-finite loss term {bad}'
         else:
-            self.optimizer_g.step()
+            l_total.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.train_opt['grad_clip'])
+            le_norm = torch.nn.utils.clip_grad_norm_(self.net_le.parameters(), float('inf'))
+            log['grad_norm'] = grad_norm.detach()
+            if not (torch.isfinite(grad_norm) and torch.isfinite(le_norm)):
+                self.skipped['g_nonfinite_grad'] += 1
+                reason = f'non-finite gradient norm (net_g {grad_norm.item()}, net_le {le_norm.item()})'
+            elif grad_norm.item() >= self.train_opt['grad_skip_norm']:
+                self.skipped['g_large_grad'] += 1
+                reason = (f'gradient norm {grad_norm.item():.4g} >= grad_skip_norm '
+                          f'{self.train_opt["grad_skip_norm"]:g}; terms ' +
+                          ', '.join(f'{k} = {v.item():.4g}' for k, v in terms.items()))
+            else:
+                self.optimizer_g.step()
+                self._check_weights(current_iter)
+        if reason is not None and not reason.startswith('gradient norm'):
+            self._warn_skip(reason)
+        self._check_skip_run(current_iter, reason)
         return log
+
+    def _check_skip_run(self, current_iter, reason):
+        """Track skipped generator steps in a row; raise once there are ``max_skipped_steps`` of them."""
+        if reason is None:
+            self.skip_run = []
+            return
+        self.skip_run.append((current_iter, reason))
+        limit = self.train_opt['max_skipped_steps']
+        if limit and len(self.skip_run) >= limit:
+            first = self.skip_run[0][0]
+            raise TrainingDivergedError(
+                f'SeNMVAEModel: {len(self.skip_run)} generator steps in a row were skipped (iterations {first} to '
+                f'{current_iter}); the last one: {reason}. The run has stopped rather than go on without learning; '
+                f'its checkpoints up to iteration {first - 1} are intact. Lower train.optim_g.lr (or raise '
+                f'train.kl_anneal_iters) and resume with --auto_resume, or set train.max_skipped_steps: 0 to go on.')
+
+    def _check_weights(self, current_iter):
+        """Raise if an optimizer step left a non-finite weight (nothing later could repair it)."""
+        for net_label, net in (('net_g', self.net_g), ('net_le', self.net_le)):
+            named = list(self.get_bare_model(net).named_parameters())
+            finite = torch.stack([torch.isfinite(p).all() for _, p in named])
+            if not bool(finite.all()):  # one device sync per network
+                name = named[int(torch.nonzero(~finite)[0])][0]
+                raise TrainingDivergedError(
+                        f'SeNMVAEModel: iteration {current_iter}: the optimizer step made {net_label}.{name} '
+                        f'non-finite. The run has stopped; the checkpoints saved before are intact. Lower '
+                        f'train.optim_g.lr and resume with --auto_resume.')
 
     def _step_discriminator(self):
         """One RaGAN discriminator step on the real and reconstructed noisy images of this batch."""
