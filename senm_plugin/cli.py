@@ -54,7 +54,16 @@ def _run_basicsr_pipeline(pipeline_name, prog, argv):
 
 
 def _train(argv):
-    return _run_basicsr_pipeline('train', 'basicsr train', argv)
+    from .checkpoint import NonFiniteWeightsError
+    from .models.senmvae_model import TrainingDivergedError
+    try:
+        return _run_basicsr_pipeline('train', 'basicsr train', argv)
+    except (TrainingDivergedError, NonFiniteWeightsError) as err:
+        # a diverged run is an outcome to report, not a bug to trace (--debug still shows the traceback)
+        if '--debug' in argv:
+            raise
+        print(f'basicsr train: error: {err}', file=sys.stderr)
+        return 1
 
 
 def _test(argv):

@@ -180,6 +180,25 @@ def test_non_finite_weights_stop_training_and_are_never_saved(tmp_path):
     assert not [p for p in (tmp_path / 'models').iterdir() if p.name.endswith('.tmp')]
 
 
+def test_basicsr_train_stops_a_diverged_run_with_one_line(tmp_path):
+    paired = write_pairs(str(tmp_path / 'paired'), num=2, size=32, seed=0)
+    with open(TINY_YML) as f:
+        opt = yaml.safe_load(f)
+    opt['datasets']['train'].update(dataroot_paired_gt=paired[0], dataroot_paired_lq=paired[1],
+                                    domain_frequency=[1, 0, 0], dataset_enlarge_ratio=20)
+    del opt['val'], opt['datasets']['val']
+    opt['train'].update(total_iter=30, max_skipped_steps=3)
+    opt['train']['optim_g']['lr'] = 1e30  # injected fault: the first step throws every weight to ~1e30
+    opt['logger']['save_checkpoint_freq'] = 1000
+    yml = tmp_path / 'diverge.yml'
+    yml.write_text(yaml.safe_dump(opt))
+    proc = run_basicsr(['train', '-opt', str(yml)], cwd=tmp_path, check=False, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert 'Traceback' not in proc.stderr
+    assert 'basicsr train: error: SeNMVAEModel: 3 generator steps in a row were skipped' in proc.stderr
+    assert not list((tmp_path / 'experiments' / 'tiny_senm' / 'models').glob('net_g_*.pth'))
+
+
 def test_checkpoint_round_trip(tmp_path):
     model = make_model(tmp_path)
     model.feed_data(batch([PAIRED, SOURCE, TARGET]))
