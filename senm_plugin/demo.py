@@ -18,14 +18,20 @@ import cv2
 import numpy as np
 import yaml
 
+from senm_plugin.noise.camera import Camera, capture_noisy, render_clean
+
 REPO_OPTIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options')
 # colour images inside scikit-image's package folder (no download); the test images are held out
 TRAIN_IMAGES = ('astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.png', 'hubble_deep_field.jpg',
                 'retina.jpg')
 TEST_IMAGES = ('rocket.jpg', 'ihc.png')
-# the demo camera: upper part of the SIDD prior (REFERENCE.md: shot in [6.9e-4, 2.2e-2]), visibly noisy
-DEMO_SHOT, DEMO_READ = 0.012, 2.0e-4
-STAGES = 6
+# the demo camera: raw noise about as strong as a SIDD phone's at a high ISO (noisy crops ~24 dB PSNR)
+DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
+STAGES = 7
+# how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
+DEMO_GENERATE = {'residual': 'mean', 'temperature': 3.0}
+# share of real pairs in the mixed training sets of the denoisers
+REAL_RATIO = 0.25
 
 
 def _stage(k, text):
@@ -53,9 +59,9 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
     """Write the demo's camera-noise data as PNG folders under ``root``; returns ({name: folder}, facts).
 
     Crops of the training images are split into ``num_paired`` pairs, then halves of clean-only (source) and
-    noisy-only (target) crops; the held-out images give the test pairs. One camera (shot, read) makes all noise.
+    noisy-only (target) crops; the held-out images give the test pairs. One simulated sRGB camera
+    (``DEMO_CAMERA``) renders every image: clean ones without noise, noisy ones with raw noise.
     """
-    from senm_plugin.data.noise_sim import simulate_camera_noise
     rng = np.random.default_rng(seed)
     crops = [c for name in TRAIN_IMAGES for c in _random_crops(_read_sample(name), crop, crops_per_image, rng)]
     order = rng.permutation(len(crops))
@@ -70,18 +76,24 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
         cv2.imwrite(os.path.join(folder, f'{index:04d}.png'), img)
 
     for i in paired:
-        write('paired', 'gt', i, crops[i])
-        write('paired', 'lq', i, simulate_camera_noise(crops[i], DEMO_SHOT, DEMO_READ, rng))
+        write('paired', 'gt', i, render_clean(crops[i], DEMO_CAMERA))
+        write('paired', 'lq', i, capture_noisy(crops[i], DEMO_CAMERA, rng))
     for i in source:
-        write('source', 'gt', i, crops[i])
+        write('source', 'gt', i, render_clean(crops[i], DEMO_CAMERA))
     for i in target:
-        write('target', 'lq', i, simulate_camera_noise(crops[i], DEMO_SHOT, DEMO_READ, rng))
+        write('target', 'lq', i, capture_noisy(crops[i], DEMO_CAMERA, rng))
     for j, name in enumerate(TEST_IMAGES):
         for k, c in enumerate(_random_crops(_read_sample(name), test_crop, 2, rng)):
-            write('test', 'gt', 2 * j + k, c)
-            write('test', 'lq', 2 * j + k, simulate_camera_noise(c, DEMO_SHOT, DEMO_READ, rng))
-    facts = {'shot': DEMO_SHOT, 'read': DEMO_READ, 'paired': len(paired), 'source': len(source),
-             'target': len(target), 'test': 2 * len(TEST_IMAGES)}
+            write('test', 'gt', 2 * j + k, render_clean(c, DEMO_CAMERA))
+            write('test', 'lq', 2 * j + k, capture_noisy(c, DEMO_CAMERA, rng))
+    facts = {
+        'shot': DEMO_CAMERA.shot,
+        'read': DEMO_CAMERA.read,
+        'paired': len(paired),
+        'source': len(source),
+        'target': len(target),
+        'test': 2 * len(TEST_IMAGES)
+    }
     return folders, facts
 
 
@@ -139,42 +151,194 @@ def evaluate_denoiser(net_path, network_opt, test_gt, test_lq):
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
+def _verdicts(summary):
+    """Sentences that say whether the learned noise beat each baseline and whether its pairs lifted the denoiser."""
+    noise, den = summary['noise'], summary['denoise']
+    gen = noise['generated']
+    lines = []
+    for key in ('gaussian', 'poisson_gaussian'):
+        if key not in noise:
+            continue
+        base = noise[key]
+        wins = [m.upper() for m in ('kld', 'akld') if gen[m] < base[m]]
+        losses = [m.upper() for m in ('kld', 'akld') if gen[m] >= base[m]]
+        if not losses:
+            lines.append(f'- SeNM-VAE noise is closer to the real noise than {base["label"]} noise on KLD and AKLD.')
+        elif not wins:
+            lines.append(f'- SeNM-VAE noise does NOT beat {base["label"]} noise: worse on KLD and AKLD.')
+        else:
+            lines.append(f'- SeNM-VAE noise beats {base["label"]} noise on {" and ".join(wins)} but not on '
+                         f'{" and ".join(losses)}.')
+    lines.append(
+        f'- Generated noise std {gen["noise_std_8bit"]:.2f} against the real {summary["real_noise_std_8bit"]:.2f} '
+        '(8-bit levels).')
+    synth, pairs = den['synthetic_plus_pairs']['psnr'], den['pairs_only']['psnr']
+    verb = 'lifted' if synth > pairs else 'did NOT lift'
+    lines.append(f'- SeNM-VAE synthetic pairs {verb} the denoiser: {synth:.2f} dB against {pairs:.2f} dB on the real '
+                 f'pairs alone ({synth - pairs:+.2f} dB).')
+    if 'gaussian_plus_pairs' in den:
+        gauss = den['gaussian_plus_pairs']['psnr']
+        verb = 'beat' if synth > gauss else 'did NOT beat'
+        lines.append(f'- They {verb} pairs synthesized with the fitted Gaussian: {gauss:.2f} dB ({synth - gauss:+.2f} '
+                     'dB).')
+    return lines
+
+
 def _summary_markdown(summary):
     facts, noise, den = summary['data'], summary['noise'], summary['denoise']
     lines = [
         '# basicsr demo', '',
-        f'Camera: shot {facts["shot"]}, read {facts["read"]} (linear intensities, then gamma 2.2). Data: '
-        f'{facts["paired"]} real pairs, {facts["source"]} clean-only and {facts["target"]} noisy-only crops, '
-        f'{facts["test"]} held-out test pairs; {summary["synthetic_pairs"]} synthetic pairs. Iterations: SeNM-VAE '
-        f'{summary["iters"]["senm"]}, ScaoedNet {summary["iters"]["denoiser"]}. Run time {summary["seconds"]} s.', '',
-        '## Noise quality on the held-out pairs (lower is better)', '', '| noise model | KLD | AKLD |', '|---|---|---|'
+        f'Camera: simulated sRGB pipeline (raw shot {facts["shot"]}, read {facts["read"]}; Bayer mosaic, demosaicing, '
+        f'white balance, colour matrix, gamma). Data: {facts["paired"]} real pairs, {facts["source"]} clean-only and '
+        f'{facts["target"]} noisy-only crops, {facts["test"]} held-out test pairs; {summary["synthetic_pairs"]} '
+        f'synthetic pairs. Iterations: SeNM-VAE {summary["iters"]["senm"]}, ScaoedNet {summary["iters"]["denoiser"]}. '
+        f'Run time {summary["seconds"]} s.', '', '## Verdict', ''
+    ]
+    lines += _verdicts(summary)
+    lines += [
+        '', '## Noise quality on the held-out pairs (lower is better)', '',
+        '| noise model | KLD | AKLD | noise std (8-bit) |', '|---|---|---|---|'
     ]
     for entry in noise.values():
-        lines.append(f'| {entry["label"]} | {entry["kld"]:.4f} | {entry["akld"]:.4f} |')
+        lines.append(f'| {entry["label"]} | {entry["kld"]:.4f} | {entry["akld"]:.4f} | {entry["noise_std_8bit"]:.2f} |')
+    lines.append(f'| real noise | 0 | 0 | {summary["real_noise_std_8bit"]:.2f} |')
     lines += [
         '', '## Denoising on the held-out pairs', '', '| input / denoiser | PSNR (dB) | SSIM |', '|---|---|---|',
-        f'| noisy input | {den["noisy_psnr"]:.2f} | {den["noisy_ssim"]:.4f} |',
-        f'| ScaoedNet, {facts["paired"]} real pairs only | {den["pairs_only"]["psnr"]:.2f} | '
-        f'{den["pairs_only"]["ssim"]:.4f} |',
-        f'| ScaoedNet, SeNM-VAE synthetic + real pairs | {den["synthetic_plus_pairs"]["psnr"]:.2f} | '
-        f'{den["synthetic_plus_pairs"]["ssim"]:.4f} |', '',
-        'Pictures: `noise/grid.png` (clean | real noisy | generated | real noise | generated noise), '
+        f'| noisy input | {den["noisy_psnr"]:.2f} | {den["noisy_ssim"]:.4f} |'
+    ]
+    for key, label in DENOISERS:
+        if key in den:
+            label = label.format(pairs=facts['paired'])
+            lines.append(f'| ScaoedNet, {label} | {den[key]["psnr"]:.2f} | {den[key]["ssim"]:.4f} |')
+    lines += [
+        '', 'Pictures: `noise/grid.png` (clean | real noisy | generated | real noise | generated noise), '
         '`noise/histogram.png`, `noise/noise_level.png`; full noise report: `noise/report.md`.'
     ]
     return '\n'.join(lines) + '\n'
+
+
+# the denoisers the demo trains: (key, label); each differs only in its training pairs
+DENOISERS = (('pairs_only', '{pairs} real pairs only'),
+             ('gaussian_plus_pairs', 'fitted-Gaussian synthetic + real pairs'), ('synthetic_plus_pairs',
+                                                                                 'SeNM-VAE synthetic + real pairs'))
+
+
+def gaussian_pairs(folders, out, seed):
+    """Pairs of the clean-only crops with Gaussian noise of the sigma fitted on the real pairs (the textbook
+    alternative to a learned noise model), as PNG folders; returns (gt folder, lq folder, sigma)."""
+    from senm_plugin.evaluate import baseline_noisy
+    from senm_plugin.generate import STREAM_LATENT
+    from senm_plugin.metrics.noise_stats import fit_gaussian
+
+    def read(folder):
+        return {n: cv2.imread(os.path.join(folder, n)) for n in sorted(os.listdir(folder))}
+
+    gt, lq = read(folders['paired_gt']), read(folders['paired_lq'])
+    model = fit_gaussian([gt[n] / 255. for n in gt], [lq[n] / 255. for n in gt])
+    clean = read(folders['source_gt'])
+    gt_dir, lq_dir = os.path.join(out, 'gt'), os.path.join(out, 'lq')
+    for folder in (gt_dir, lq_dir):
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+    noisy = baseline_noisy(model, list(clean.values()), seed, STREAM_LATENT)
+    for (name, x), y in zip(clean.items(), noisy):
+        cv2.imwrite(os.path.join(gt_dir, name), x)
+        cv2.imwrite(os.path.join(lq_dir, name), y)
+    return gt_dir, lq_dir, model.sigma
+
+
+def train_denoisers(folders, lmdb_root, synth_roots, out, iters, seed):
+    """Train the demo ScaoedNet once per entry of DENOISERS; returns {key: scores on the test pairs}."""
+    scores = {}
+    for key, _ in DENOISERS:
+        opt = _load_template('demo_scaoednet.yml')
+        opt['name'] = f'demo_scaoednet_{key}_seed{seed}'
+        train = opt['datasets']['train']
+        real = {
+            'dataroot_gt': os.path.join(lmdb_root, 'paired_gt.lmdb'),
+            'dataroot_lq': os.path.join(lmdb_root, 'paired_lq.lmdb'),
+            'io_backend': {
+                'type': 'lmdb'
+            }
+        }
+        if key == 'pairs_only':
+            train.update(real)
+        else:
+            synth_gt, synth_lq, backend = synth_roots[key]
+            train.update(
+                type='MixedPairDataset',
+                dataroot_synth_gt=synth_gt,
+                dataroot_synth_lq=synth_lq,
+                dataroot_real_gt=real['dataroot_gt'],
+                dataroot_real_lq=real['dataroot_lq'],
+                io_backend_synth={'type': backend},
+                io_backend_real=real['io_backend'],
+                real_ratio=REAL_RATIO)
+            train.pop('io_backend', None)
+        opt['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
+        exp_root = _train(opt, out, iters, seed)
+        scores[key] = evaluate_denoiser(
+            os.path.join(exp_root, 'models', 'net_g_latest.pth'), opt['network_g'], folders['test_gt'],
+            folders['test_lq'])
+    return scores
+
+
+def prepare_domains(folders, lmdb_root, seed):
+    """``basicsr prepare folders`` on the demo's three domains; returns the LMDB folder."""
+    from senm_plugin.data import prepare
+    code = prepare.main([
+        'folders', '--paired-gt', folders['paired_gt'], '--paired-lq', folders['paired_lq'], '--source',
+        folders['source_gt'], '--target', folders['target_lq'], '--out', lmdb_root, '--seed',
+        str(seed), '--workers', '1', '--overwrite'
+    ])
+    if code:
+        raise SystemExit(f'basicsr demo: prepare failed ({code})')
+    return lmdb_root
+
+
+def train_senmvae(senm, folders, lmdb_root, out, iters, seed):
+    """Train the demo SeNM-VAE (option template ``senm``); returns (experiment folder, option file written)."""
+    senm['name'] = f'demo_senm_seed{seed}'
+    data = senm['datasets']['train']
+    for key, name in (('dataroot_paired_gt', 'paired_gt'), ('dataroot_paired_lq', 'paired_lq'),
+                      ('dataroot_source', 'source'), ('dataroot_target', 'target')):
+        data[key] = os.path.join(lmdb_root, f'{name}.lmdb')
+    senm['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
+    root = _train(senm, out, iters, seed)
+    return root, os.path.join(out, 'options', f'{senm["name"]}.yml')
+
+
+def evaluate_noise_model(folders, model, network_opt, out, seed):
+    """``basicsr evaluate noise`` of the demo SeNM-VAE on the test pairs, sampled as DEMO_GENERATE says; returns the
+    report."""
+    from senm_plugin import evaluate
+    flags = [f'--residual={DEMO_GENERATE["residual"]}'] if DEMO_GENERATE.get('residual') else []
+    code = evaluate.main([
+        'noise', '--clean', folders['test_gt'], '--real', folders['test_lq'], '--model', model, '--network-opt',
+        network_opt, '--out', out, '--seed',
+        str(seed), '--device', 'cpu', f'--temperature={DEMO_GENERATE.get("temperature", 1.0)}', *flags
+    ])
+    if code:
+        raise SystemExit(f'basicsr demo: evaluate failed ({code})')
+    with open(os.path.join(out, 'report.json')) as f:
+        return json.load(f)
 
 
 def main(argv=None):
     """Run the demo; returns 0 on success."""
     parser = argparse.ArgumentParser(prog='basicsr demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=os.path.join('results', 'demo'), help='output folder (default results/demo)')
-    parser.add_argument('--iters', type=int, default=200, help='training iterations of each network (default 200)')
-    parser.add_argument('--quick', action='store_true', help='a smoke run: 10 iterations, fewer crops')
+    parser.add_argument('--iters', type=int, help='SeNM-VAE training iterations (default: options/demo_senm.yml)')
+    parser.add_argument(
+        '--denoiser-iters', type=int, help='ScaoedNet training iterations (default: options/demo_scaoednet.yml)')
+    parser.add_argument('--quick', action='store_true', help='a smoke run: 10 iterations each, fewer crops')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    iters = 10 if args.quick else args.iters
-    if iters < 1:
-        parser.error('--iters must be >= 1')
+    senm, den = _load_template('demo_senm.yml'), _load_template('demo_scaoednet.yml')
+    iters = 10 if args.quick else (args.iters or senm['train']['total_iter'])
+    den_iters = 10 if args.quick else (args.denoiser_iters or den['train']['total_iter'])
+    if iters < 1 or den_iters < 1:
+        parser.error('--iters and --denoiser-iters must be >= 1')
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     start = time.time()
@@ -183,81 +347,74 @@ def main(argv=None):
     folders, facts = make_demo_data(os.path.join(out, 'data'), crops_per_image=4 if args.quick else 12, seed=args.seed)
     print(f'    {facts["paired"]} pairs, {facts["source"]} clean-only, {facts["target"]} noisy-only crops, '
           f'{facts["test"]} held-out test pairs')
-
     _stage(2, 'basicsr prepare folders: the three domains as LMDBs')
-    from senm_plugin.data import prepare
-    lmdb_root = os.path.join(out, 'lmdb')
-    code = prepare.main([
-        'folders', '--paired-gt', folders['paired_gt'], '--paired-lq', folders['paired_lq'], '--source',
-        folders['source_gt'], '--target', folders['target_lq'], '--out', lmdb_root, '--seed',
-        str(args.seed), '--workers', '1', '--overwrite'
-    ])
-    if code:
-        raise SystemExit(f'basicsr demo: prepare failed ({code})')
+    lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), args.seed)
 
     _stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
-    senm = _load_template('demo_senm.yml')
-    senm['name'] = f'demo_senm_seed{args.seed}'
-    data = senm['datasets']['train']
-    for key, name in (('dataroot_paired_gt', 'paired_gt'), ('dataroot_paired_lq', 'paired_lq'),
-                      ('dataroot_source', 'source'), ('dataroot_target', 'target')):
-        data[key] = os.path.join(lmdb_root, f'{name}.lmdb')
-    senm['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
-    senm_root = _train(senm, out, iters, args.seed)
+    senm_root, senm_opt = train_senmvae(senm, folders, lmdb_root, out, iters, args.seed)
     senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
-    senm_opt = os.path.join(out, 'options', f'{senm["name"]}.yml')
 
     _stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
     from senm_plugin.generate import run_generate
     synth = os.path.join(out, 'synthetic')
     manifest = run_generate({
-        'model': senm_ckpt, 'level_model': os.path.join(senm_root, 'models', 'net_le_latest.pth'),
-        'network_g': senm_opt, 'input': os.path.join(lmdb_root, 'source.lmdb'), 'out': synth,
-        'levels': f'estimate:{os.path.join(lmdb_root, "target.lmdb")}', 'seed': args.seed, 'device': 'cpu',
-        'overwrite': True
+        'model': senm_ckpt,
+        'level_model': os.path.join(senm_root, 'models', 'net_le_latest.pth'),
+        'network_g': senm_opt,
+        'input': os.path.join(lmdb_root, 'source.lmdb'),
+        'out': synth,
+        'levels': f'estimate:{os.path.join(lmdb_root, "target.lmdb")}',
+        'seed': args.seed,
+        'device': 'cpu',
+        'overwrite': True,
+        **DEMO_GENERATE
     })
-    num_synth = len(manifest['images'])
 
-    _stage(5, f'training ScaoedNet on the {facts["paired"]} real pairs alone and on synthetic + real pairs '
-           f'({iters} iterations each)')
-    den_scores = {}
-    for key, mixed in (('pairs_only', False), ('synthetic_plus_pairs', True)):
-        opt = _load_template('demo_scaoednet.yml')
-        opt['name'] = f'demo_scaoednet_{key}_seed{args.seed}'
-        train = opt['datasets']['train']
-        if mixed:
-            train.update(type='MixedPairDataset', dataroot_synth_gt=os.path.join(synth, 'gt.lmdb'),
-                         dataroot_synth_lq=os.path.join(synth, 'lq.lmdb'), real_ratio=0.25)
-            train['dataroot_real_gt'] = os.path.join(lmdb_root, 'paired_gt.lmdb')
-            train['dataroot_real_lq'] = os.path.join(lmdb_root, 'paired_lq.lmdb')
-            train['io_backend'] = {'type': 'lmdb'}
-        else:
-            train.update(dataroot_gt=os.path.join(lmdb_root, 'paired_gt.lmdb'),
-                         dataroot_lq=os.path.join(lmdb_root, 'paired_lq.lmdb'), io_backend={'type': 'lmdb'})
-        opt['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
-        exp_root = _train(opt, out, iters, args.seed)
-        den_scores[key] = evaluate_denoiser(
-            os.path.join(exp_root, 'models', 'net_g_latest.pth'), opt['network_g'], folders['test_gt'],
-            folders['test_lq'])
+    _stage(5, 'Gaussian noise fitted on the real pairs, on the same clean-only crops (the textbook alternative)')
+    gauss_gt, gauss_lq, sigma = gaussian_pairs(folders, os.path.join(out, 'gaussian'), args.seed)
+    print(f'    sigma = {sigma * 255:.2f} (8-bit levels)')
 
-    _stage(6, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
-    from senm_plugin import evaluate
-    report = evaluate.run_noise(evaluate._parser().parse_args([
-        'noise', '--clean', folders['test_gt'], '--real', folders['test_lq'], '--model', senm_ckpt, '--network-opt',
-        senm_opt, '--out', os.path.join(out, 'noise'), '--seed', str(args.seed), '--device', 'cpu'
-    ]))
+    _stage(
+        6, f'training ScaoedNet three ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real pairs, '
+        f'SeNM-VAE synthetic + real pairs ({den_iters} iterations each)')
+    den_scores = train_denoisers(
+        folders, lmdb_root, {
+            'gaussian_plus_pairs': (gauss_gt, gauss_lq, 'disk'),
+            'synthetic_plus_pairs': (os.path.join(synth, 'gt.lmdb'), os.path.join(synth, 'lq.lmdb'), 'lmdb')
+        }, out, den_iters, args.seed)
+
+    _stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
+    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), args.seed)
 
     summary = {
         'data': facts,
-        'iters': {'senm': iters, 'denoiser': iters},
-        'synthetic_pairs': num_synth,
+        'iters': {
+            'senm': iters,
+            'denoiser': den_iters
+        },
+        'synthetic_pairs': len(manifest['images']),
+        'generate': DEMO_GENERATE,
         'seconds': round(time.time() - start, 1),
-        'noise': {k: {'label': v['label'], 'kld': v['kld'], 'akld': v['akld']}
-                  for k, v in report['metrics'].items()},
+        'noise': {
+            k: {
+                'label': v['label'],
+                'kld': v['kld'],
+                'akld': v['akld'],
+                'noise_std_8bit': v['noise_std_8bit']
+            }
+            for k, v in report['metrics'].items()
+        },
+        'real_noise_std_8bit': report['real_noise_std_8bit'],
         'denoise': {
             'noisy_psnr': den_scores['pairs_only']['noisy_psnr'],
             'noisy_ssim': den_scores['pairs_only']['noisy_ssim'],
-            **{k: {'psnr': v['psnr'], 'ssim': v['ssim']} for k, v in den_scores.items()}
+            **{
+                k: {
+                    'psnr': v['psnr'],
+                    'ssim': v['ssim']
+                }
+                for k, v in den_scores.items()
+            }
         }
     }
     with open(os.path.join(out, 'summary.json'), 'w') as f:

@@ -407,6 +407,7 @@ def _parser():
     n.add_argument('--level-pick', choices=('random', 'mean'), default='random')
     n.add_argument('--temperature', type=float, default=1.0)
     n.add_argument('--normalize', action='store_true')
+    n.add_argument('--residual', choices=('clean', 'mean'), help='as basicsr generate --residual')
     n.add_argument('--network-opt', metavar='JSON|YML',
                    help='SeNMVAE options: JSON or an option file whose network_g is used')
     n.add_argument('--level-network-opt', metavar='JSON|YML',
@@ -452,7 +453,7 @@ def run_noise(args):
                                    'max': float(np.max(levels))}
         print(f'generating {len(clean)} noisy images with {args.model} ...', flush=True)
         generated = synthesize(net, clean, levels, args.seed, args.temperature, args.normalize, args.batch_size,
-                               device)
+                               device, residual=args.residual or False)
     return evaluate_noise(clean, real, generated, args.out, names=keys, label=args.label, fid_weights=args.fid_weights,
                           seed=args.seed, num_grid=args.num_grid, baselines=not args.no_baselines, device=device,
                           settings=settings)

@@ -47,6 +47,8 @@ DEFAULTS = {
     'level_pick': 'random',
     'temperature': 1.0,
     'normalize': False,
+    'residual': False,
+    'calibrate': None,
     'batch_size': 8,
     'seed': 0,
     'device': None,
@@ -246,31 +248,34 @@ def tensor_to_bgr8(t):
 
 
 @torch.no_grad()
-def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False, device='cpu'):
+def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False, device='cpu', residual=False):
     """Noisy versions of same-size uint8 BGR images; image b uses level ``levels[b]`` and seed ``seeds[b]``.
 
     Odd sizes are reflect-padded to what the network needs and cropped back. ``normalize`` shifts each channel of
-    the generated image to the clean image's mean (reference ``main_translate.py --normalize``).
+    the generated image to the clean image's mean (reference ``main_translate.py --normalize``); ``residual`` adds
+    only rendered noise to the clean image (``SeNMVAE.translate``).
     """
     clean = bgr8_to_tensor(imgs, device)
     h, w = clean.shape[-2:]
     gens = [torch.Generator(device=clean.device).manual_seed(int(s)) for s in seeds]
     level = torch.as_tensor(np.asarray(levels, dtype=np.float32), device=device)
-    noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature, generators=gens)
+    noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature, generators=gens,
+                          residual=residual)
     noisy = noisy[..., :h, :w]
     if normalize:
         noisy = noisy - noisy.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
     return tensor_to_bgr8(noisy)
 
 
-def synthesize(net, imgs, levels, seed=0, temperature=1.0, normalize=False, batch_size=8, device='cpu', indices=None):
+def synthesize(net, imgs, levels, seed=0, temperature=1.0, normalize=False, batch_size=8, device='cpu', indices=None,
+               residual=False):
     """Noisy versions of a list of uint8 BGR images (any sizes); image k uses the seeds of index ``indices[k]``."""
     indices = list(range(len(imgs))) if indices is None else list(indices)
     out = [None] * len(imgs)
     for batch in shape_batches([img.shape[:2] for img in imgs], range(len(imgs)), batch_size):
         seeds = [image_seed(seed, indices[k], STREAM_LATENT) for k in batch]
         noisy = synthesize_batch(net, [imgs[k] for k in batch], [levels[k] for k in batch], seeds, temperature,
-                                 normalize, device)
+                                 normalize, device, residual)
         for k, img in zip(batch, noisy):
             out[k] = img
     return out
@@ -377,9 +382,18 @@ def _check_config(cfg):
         raise GenerateError(f'--batch-size must be >= 1, got {cfg["batch_size"]}')
     if int(cfg['seed']) < 0:
         raise GenerateError(f'--seed must be >= 0, got {cfg["seed"]}')
-    temperature = float(cfg['temperature'])
+    if cfg['residual'] not in (False, None, 'clean', 'mean'):
+        raise GenerateError(f'--residual must be clean or mean, got {cfg["residual"]!r}')
+    if cfg['temperature'] == 'auto':
+        if not cfg['calibrate'] or len(cfg['calibrate']) != 2:
+            raise GenerateError('--temperature auto needs --calibrate CLEAN NOISY (real pairs to fit it on)')
+        return
+    try:
+        temperature = float(cfg['temperature'])
+    except (TypeError, ValueError):
+        temperature = float('nan')
     if not math.isfinite(temperature) or temperature < 0:
-        raise GenerateError(f'--temperature must be finite and >= 0, got {cfg["temperature"]}')
+        raise GenerateError(f'--temperature must be auto or a finite number >= 0, got {cfg["temperature"]}')
 
 
 def _outputs(out, fmt):
@@ -419,6 +433,9 @@ def run_generate(cfg, progress=True, _stop_after=None):
     seed, fmt, out = int(cfg['seed']), cfg['format'], cfg['out']
     images = ImageSet(cfg['input'], '--input')
     net = load_senmvae(cfg['model'], cfg['network_g'], device, cfg['param_key'])
+    calibration = None
+    if cfg['temperature'] == 'auto':
+        cfg['temperature'], calibration = calibrate_temperature(net, cfg, seed, device)
 
     settings = {
         'model': osp.abspath(cfg['model']),
@@ -428,11 +445,14 @@ def run_generate(cfg, progress=True, _stop_after=None):
         'levels': cfg['levels'],
         'temperature': float(cfg['temperature']),
         'normalize': bool(cfg['normalize']),
+        'residual': cfg['residual'] or False,
         'seed': seed,
         'format': fmt,
         'compress_level': int(cfg['compress_level']),
         'rng_device': device.type,  # CPU and CUDA random streams differ
     }
+    if calibration is not None:
+        settings['calibration'] = calibration
     estimates = None
     if mode == 'estimate':
         level_path = cfg['level_model'] or level_model_beside(cfg['model'])
@@ -498,7 +518,7 @@ def run_generate(cfg, progress=True, _stop_after=None):
             break
         clean = [images.read(i) for i in batch]
         noisy = synthesize_batch(net, clean, levels[batch], [image_seed(seed, i, STREAM_LATENT) for i in batch],
-                                 float(cfg['temperature']), bool(cfg['normalize']), device)
+                                 float(cfg['temperature']), bool(cfg['normalize']), device, cfg['residual'] or False)
         for i, x, y in zip(batch, clean, noisy):
             key = images.keys[i]
             _write_png(osp.join(stage_gt, key + '.png'), x, cfg['compress_level'])
@@ -536,6 +556,31 @@ def run_generate(cfg, progress=True, _stop_after=None):
     return manifest
 
 
+def calibrate_temperature(net, cfg, seed, device):
+    """``--temperature auto``: fit it on the real pairs ``--calibrate CLEAN NOISY``; returns (value, facts)."""
+    from senm_plugin.noise.calibration import fit_temperature
+    clean_set, noisy_set = ImageSet(cfg['calibrate'][0], '--calibrate'), ImageSet(cfg['calibrate'][1], '--calibrate')
+    noisy_index = {k: i for i, k in enumerate(noisy_set.keys)}
+    common = [(i, noisy_index[k]) for i, k in enumerate(clean_set.keys) if k in noisy_index]
+    if not common:
+        raise GenerateError(f'--calibrate: no image of {cfg["calibrate"][0]} has a namesake in {cfg["calibrate"][1]}')
+    clean = [clean_set.read(i) for i, _ in common]
+    noisy = [noisy_set.read(j) for _, j in common]
+    for (i, _), x, y in zip(common, clean, noisy):
+        if x.shape != y.shape:
+            raise GenerateError(f'--calibrate: {clean_set.where(i)} is {x.shape[:2]} but its noisy image '
+                                f'{y.shape[:2]}')
+    clean_set.close()
+    noisy_set.close()
+    temperature, facts = fit_temperature(net, clean, noisy, cfg['residual'] or False, seed, device)
+    facts.update(pairs=len(common), clean=osp.abspath(cfg['calibrate'][0]), noisy=osp.abspath(cfg['calibrate'][1]),
+                 temperature=temperature)
+    weak = '; the largest temperature is still too weak' if facts['saturated'] else ''
+    print(f'--temperature auto: {temperature:.3f} on {len(common)} pairs (noise std {facts["reached_std_8bit"]:.2f}, '
+          f'real {facts["target_std_8bit"]:.2f}{weak})', flush=True)
+    return temperature, facts
+
+
 def level_net_options(cfg):
     """network_le options; without them, the network_le of the option file given as --network-opt (if any)."""
     if cfg['network_le'] is None and isinstance(cfg['network_g'], str) and osp.isfile(cfg['network_g']):
@@ -566,9 +611,16 @@ def _parser():
                    'beside --model)')
     p.add_argument('--level-pick', choices=('random', 'mean'),
                    help='estimate: give each image a random real image\'s level (default) or the mean level')
-    p.add_argument('--temperature', type=float, help='scales the degradation latents (default 1.0)')
+    p.add_argument('--temperature', type=_temperature,
+                   help='scales the degradation latents (default 1.0); auto: fit it on --calibrate pairs so that the '
+                   'generated noise is as strong as theirs')
+    p.add_argument('--calibrate', nargs=2, metavar=('CLEAN', 'NOISY'),
+                   help='real pairs (folders or LMDBs, matched by name) for --temperature auto, e.g. the paired domain')
     p.add_argument('--normalize', action='store_true', default=None,
                    help='shift each generated channel to the clean image\'s mean')
+    p.add_argument('--residual', choices=('clean', 'mean'),
+                   help='add only rendered noise to the clean image: the noisy rendering of z minus its clean one '
+                   '(clean) or minus the rendering at the mean degradation latents (mean); default: off, as the paper')
     p.add_argument('--batch-size', type=int, help='images per forward pass (default 8)')
     p.add_argument('--seed', type=int, help='seed of levels and latents (default 0)')
     p.add_argument('--device', help='cpu | cuda | cuda:N (default: cuda when available)')
@@ -584,6 +636,10 @@ def _parser():
     p.add_argument('--overwrite', action='store_true', default=None,
                    help='replace an output made with other settings')
     return p
+
+
+def _temperature(value):
+    return 'auto' if value == 'auto' else float(value)
 
 
 def load_option_file(path):

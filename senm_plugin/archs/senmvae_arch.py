@@ -37,10 +37,14 @@ class SeNMVAE(nn.Module):
             (``senm_plugin.ops.winograd``) in training (forward and backward, channels-last) and in
             ``translate``/``denoise``. Same results to float tolerance; falls back by itself where the kernel cannot
             be built. Default: True.
+        zero_init_projections (bool): start ``proj_z`` / ``proj_zn`` at zero weight, as the reference does, so that
+            training starts from a plain auto-encoder. With zero projections and zero-initialised head outputs no
+            gradient reaches a latent's mean until its projection has grown, which short (CPU) trainings never get
+            past for zn; ``False`` keeps PyTorch's default initialisation (not in the paper). Default: True.
     """
 
     def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32,
-                 winograd=True):
+                 winograd=True, zero_init_projections=True):
         super().__init__()
         self.winograd = winograd
         nf = num_feat
@@ -70,9 +74,9 @@ class SeNMVAE(nn.Module):
                 layers['proj_z'].append(nn.Conv2d(nf, nf, 1))
         for name in names:
             setattr(self, name, nn.ModuleList(layers[name]))
-        # Latents enter the decoder through zero-weight projections: training starts from a plain auto-encoder.
-        for proj in list(self.proj_z) + list(self.proj_zn):
-            nn.init.zeros_(proj.weight)
+        if zero_init_projections:
+            for proj in list(self.proj_z) + list(self.proj_zn):
+                nn.init.zeros_(proj.weight)
 
         self.outconv = nn.Sequential(*[UpSample(nf, nf) for _ in range(num_down)], nn.Conv2d(nf, nf, 3, 1, 1),
                                      nn.ReLU(True), nn.Conv2d(nf, num_in_ch, 3, 1, 1))
@@ -92,23 +96,47 @@ class SeNMVAE(nn.Module):
             acts.append(act)
         return acts
 
-    def translate(self, clean, noise_level, temperature=1.0, deterministic=False, generators=None, channels_last=None):
+    def translate(self, clean, noise_level, temperature=1.0, deterministic=False, generators=None, channels_last=None,
+                  residual=False):
         """Noisy image for ``clean`` by ancestral sampling (Fig. 1b): z ~ q(z|x), zn ~ p(zn|z, level), y = decoder.
 
         ``noise_level`` is a float or one value per image; ``temperature`` multiplies every zn draw (as the
         reference does); ``deterministic`` takes every latent at its mean; ``generators`` (one per image) make each
         image's draws independent of the batch it is in. ``channels_last`` runs the convolutions in channels-last
         layout (same draws, float-tolerance outputs); by default on CPU without autograd, where it is faster.
+
+        ``residual`` (not in the paper) adds only rendered noise to the clean image: z is taken at the mean of
+        q(z|x) and the decoder renders twice from it, once with the zn draws (y) and once as a reference;
+        ``'clean'`` returns ``clean + (y - x_hat)`` with the clean reconstruction x_hat (no zn) as the reference,
+        ``'mean'`` returns ``clean + (y - y_bar)`` with zn at the mean of p(zn|z, level) as the reference (noise of
+        zero mean by construction). Whatever the decoder gets wrong about the content appears in both renderings and
+        cancels, so a model whose content path is not yet exact (short training) still adds only noise.
         """
+        if residual not in (False, None, 'clean', 'mean'):
+            raise ValueError(f"residual must be False, 'clean' or 'mean', got {residual!r}")
         with self._inference_layout(clean, channels_last) as clean:
             acts = self._encode(self.inconv_H, self.encs_H, clean)
-            dec = 0
-            for i in reversed(range(self.num_layers)):
-                z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), deterministic, generators)
-                dec = dec + self.proj_z[i](z)
-                zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), deterministic, generators)
-                dec = self.dec[i](dec + self.proj_zn[i](zn * temperature))
-            return self.outconv(dec).contiguous()
+            if not residual:
+                return self._render(acts, noise_level, temperature, deterministic, deterministic, generators)
+            noisy = self._render(acts, noise_level, temperature, True, deterministic, generators)
+            if residual == 'clean':
+                reference = self._render(acts, None, 0., True, True, None)
+            else:
+                reference = self._render(acts, noise_level, temperature, True, True, None)
+            return (clean + noisy - reference).contiguous()
+
+    def _render(self, acts, noise_level, temperature, z_mean, zn_mean, generators):
+        """Top-down pass from the clean features ``acts``: z ~ q(z|x) (its mean if ``z_mean``), then zn ~ p(zn|z,
+        level) scaled by ``temperature`` (its mean if ``zn_mean``; no zn at all if ``noise_level`` is None)."""
+        dec = 0
+        for i in reversed(range(self.num_layers)):
+            z = gaussian_sample(*self.Gauconv_z_H[i](dec + acts[i]), z_mean, generators)
+            dec = dec + self.proj_z[i](z)
+            if noise_level is not None:
+                zn = gaussian_sample(*self.Gauconv_zn_p[i](append_level(dec, noise_level)), zn_mean, generators)
+                dec = dec + self.proj_zn[i](zn * temperature)
+            dec = self.dec[i](dec)
+        return self.outconv(dec).contiguous()
 
     def denoise(self, noisy, deterministic=False, channels_last=None):
         """Clean estimate of ``noisy`` decoded from z ~ q(z|y) (no degradation latent); ``channels_last`` as in

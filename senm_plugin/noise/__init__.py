@@ -1,0 +1,1 @@
+"""Noise models that are not networks: the simulated sRGB camera of the demo and the fidelity benchmark's tests."""

@@ -1,0 +1,94 @@
+"""Residual sampling of SeNMVAE.translate and the temperature fitted on real pairs (``--temperature auto``)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae, write_pairs
+from senm_plugin.archs.senmvae_arch import SeNMVAE
+from senm_plugin.generate import GenerateError, run_generate, synthesize
+from senm_plugin.noise.calibration import fit_temperature, noise_rms
+
+pytestmark = pytest.mark.usefixtures('one_thread')
+
+
+def tiny_net(seed=0):
+    torch.manual_seed(seed)
+    net = SeNMVAE(**TINY_SENMVAE_OPT, zero_init_projections=False, winograd=False)
+    with torch.no_grad():  # non-zero head outputs, so that zn has a spread and depends on the level
+        for head in list(net.Gauconv_zn_p) + list(net.Gauconv_z_H):
+            torch.nn.init.normal_(head.m[1].weight, 0, 0.1)
+            torch.nn.init.normal_(head.v[1].weight, 0, 0.1)
+    return net.eval()
+
+
+def test_residual_translate_adds_only_rendered_noise():
+    net = tiny_net()
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        # at zero temperature every zn is 0 and so is its mean: 'mean' adds exactly nothing
+        torch.testing.assert_close(net.translate(x, 0.05, temperature=0., residual='mean'), x, atol=1e-6, rtol=0)
+        # 'clean' is the rendering with zn minus the one without, both from the mean of q(z|x)
+        acts = net._encode(net.inconv_H, net.encs_H, x)
+        torch.manual_seed(5)
+        expected = x + net._render(acts, 0.05, 1., True, False, None) - net._render(acts, None, 0., True, True, None)
+        torch.manual_seed(5)
+        torch.testing.assert_close(net.translate(x, 0.05, residual='clean', channels_last=False), expected)
+        # 'mean' is the sampled rendering minus the one at the prior mean, both from the mean of q(z|x)
+        g = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        sampled = net._render(acts, 0.05, 1.5, True, False, [torch.Generator().manual_seed(s) for s in (1, 2)])
+        at_mean = net._render(acts, 0.05, 1.5, True, True, None)
+        torch.testing.assert_close(net.translate(x, 0.05, temperature=1.5, residual='mean', generators=g,
+                                                 channels_last=False), x + sampled - at_mean)
+        # and the plain translate is the paper's sampling: z and zn drawn, the decoding returned as it is
+        torch.manual_seed(3)
+        plain = net.translate(x, 0.05, channels_last=False)
+        torch.manual_seed(3)
+        torch.testing.assert_close(plain, net._render(acts, 0.05, 1.0, False, False, None))
+    with pytest.raises(ValueError, match='residual must be'):
+        net.translate(x, 0.05, residual='yes')
+
+
+def test_fit_temperature_matches_the_real_noise_strength():
+    net = tiny_net()
+    rng = np.random.default_rng(0)
+    clean = [rng.integers(40, 200, (16, 16, 3)).astype(np.uint8) for _ in range(3)]
+    rms = [noise_rms(clean, synthesize(net, clean, [0.05] * 3, 0, t, residual='mean')) for t in (0.5, 1., 2.)]
+    assert rms[0] < rms[1] < rms[2]  # stronger with the temperature
+    # "real" pairs whose noise is as strong as the model's at temperature ~1.3
+    target = noise_rms(clean, synthesize(net, clean, [0.05] * 3, 0, 1.3, residual='mean'))
+    noisy = [np.clip(x + rng.normal(0, target * 255, x.shape), 0, 255).round().astype(np.uint8) for x in clean]
+    t, facts = fit_temperature(net, clean, noisy, residual='mean')
+    assert not facts['saturated']
+    assert facts['reached_std_8bit'] == pytest.approx(facts['target_std_8bit'], rel=0.03)
+    assert facts['target_std_8bit'] == pytest.approx(noise_rms(clean, noisy) * 255)
+    assert 0.5 < t < 3
+    # noise no temperature in range reaches: the largest is returned and flagged
+    loud = [np.clip(x.astype(int) + rng.choice([-120, 120], x.shape), 0, 255).astype(np.uint8) for x in clean]
+    t, facts = fit_temperature(net, clean, loud, residual='mean', bounds=(0., 2.))
+    assert t == 2. and facts['saturated']
+    with pytest.raises(ValueError, match='matching clean and noisy'):
+        fit_temperature(net, clean, noisy[:2])
+
+
+def test_generate_temperature_auto(tmp_path):
+    model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
+    gt, lq = write_pairs(str(tmp_path / 'pairs'), num=3, size=16, sigma=10)
+    cfg = {'model': model, 'input': gt, 'out': str(tmp_path / 'out'), 'network_g': json.dumps(TINY_SENMVAE_OPT),
+           'network_le': TINY_LEVEL_OPT, 'format': 'png', 'device': 'cpu', 'levels': 'fixed:0.04',
+           'residual': 'mean', 'temperature': 'auto'}
+    with pytest.raises(GenerateError, match='--temperature auto needs --calibrate'):
+        run_generate(cfg, progress=False)
+    manifest = run_generate({**cfg, 'calibrate': [gt, lq]}, progress=False)
+    fit = manifest['settings']['calibration']
+    assert fit['pairs'] == 3 and fit['temperature'] == manifest['settings']['temperature'] > 0
+    assert fit['target_std_8bit'] == pytest.approx(10, abs=1.5)
+    # the same command again finds its finished output (the fitted temperature is part of the settings)
+    again = run_generate({**cfg, 'calibrate': [gt, lq]}, progress=False)
+    assert again['fingerprint'] == manifest['fingerprint'] and len(os.listdir(tmp_path / 'out' / 'lq')) == 3
+    with pytest.raises(GenerateError, match='--temperature must be auto or a finite number'):
+        run_generate({**cfg, 'temperature': 'hot', 'out': str(tmp_path / 'o2')}, progress=False)
+    with pytest.raises(GenerateError, match='--residual must be clean or mean'):
+        run_generate({**cfg, 'residual': 'both', 'out': str(tmp_path / 'o3')}, progress=False)
