@@ -29,9 +29,10 @@ TEST_IMAGES = ('rocket.jpg', 'ihc.png')
 DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
 STAGES = 7
 # how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
-DEMO_GENERATE = {'residual': 'mean', 'temperature': 3.0}
+# (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq)
+DEMO_GENERATE = {'residual': 'mean', 'temperature': 'auto'}
 # share of real pairs in the mixed training sets of the denoisers
-REAL_RATIO = 0.25
+REAL_RATIO = 0.5
 
 
 def _stage(k, text):
@@ -308,15 +309,15 @@ def train_senmvae(senm, folders, lmdb_root, out, iters, seed):
     return root, os.path.join(out, 'options', f'{senm["name"]}.yml')
 
 
-def evaluate_noise_model(folders, model, network_opt, out, seed):
-    """``basicsr evaluate noise`` of the demo SeNM-VAE on the test pairs, sampled as DEMO_GENERATE says; returns the
-    report."""
+def evaluate_noise_model(folders, model, network_opt, out, seed, temperature):
+    """``basicsr evaluate noise`` of the demo SeNM-VAE on the test pairs, sampled as DEMO_GENERATE says at the
+    ``temperature`` fitted by generate; returns the report."""
     from senm_plugin import evaluate
     flags = [f'--residual={DEMO_GENERATE["residual"]}'] if DEMO_GENERATE.get('residual') else []
     code = evaluate.main([
         'noise', '--clean', folders['test_gt'], '--real', folders['test_lq'], '--model', model, '--network-opt',
         network_opt, '--out', out, '--seed',
-        str(seed), '--device', 'cpu', f'--temperature={DEMO_GENERATE.get("temperature", 1.0)}', *flags
+        str(seed), '--device', 'cpu', f'--temperature={temperature}', *flags
     ])
     if code:
         raise SystemExit(f'basicsr demo: evaluate failed ({code})')
@@ -367,8 +368,11 @@ def main(argv=None):
         'seed': args.seed,
         'device': 'cpu',
         'overwrite': True,
+        'calibrate': [os.path.join(lmdb_root, 'paired_gt.lmdb'),
+                      os.path.join(lmdb_root, 'paired_lq.lmdb')],
         **DEMO_GENERATE
     })
+    temperature = manifest['settings']['temperature']
 
     _stage(5, 'Gaussian noise fitted on the real pairs, on the same clean-only crops (the textbook alternative)')
     gauss_gt, gauss_lq, sigma = gaussian_pairs(folders, os.path.join(out, 'gaussian'), args.seed)
@@ -384,7 +388,7 @@ def main(argv=None):
         }, out, den_iters, args.seed)
 
     _stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
-    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), args.seed)
+    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), args.seed, temperature)
 
     summary = {
         'data': facts,
@@ -393,7 +397,7 @@ def main(argv=None):
             'denoiser': den_iters
         },
         'synthetic_pairs': len(manifest['images']),
-        'generate': DEMO_GENERATE,
+        'generate': {**DEMO_GENERATE, 'temperature_fitted': temperature},
         'seconds': round(time.time() - start, 1),
         'noise': {
             k: {

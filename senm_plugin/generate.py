@@ -575,9 +575,8 @@ def calibrate_temperature(net, cfg, seed, device):
     temperature, facts = fit_temperature(net, clean, noisy, cfg['residual'] or False, seed, device)
     facts.update(pairs=len(common), clean=osp.abspath(cfg['calibrate'][0]), noisy=osp.abspath(cfg['calibrate'][1]),
                  temperature=temperature)
-    weak = '; the largest temperature is still too weak' if facts['saturated'] else ''
-    print(f'--temperature auto: {temperature:.3f} on {len(common)} pairs (noise std {facts["reached_std_8bit"]:.2f}, '
-          f'real {facts["target_std_8bit"]:.2f}{weak})', flush=True)
+    print(f'--temperature auto: {temperature:g}, the lowest AKLD ({facts["akld_at_fit"]:.4f}) on {len(common)} pairs '
+          f'(noise std {facts["reached_std_8bit"]:.2f}, real {facts["target_std_8bit"]:.2f})', flush=True)
     return temperature, facts
 
 
@@ -612,8 +611,8 @@ def _parser():
     p.add_argument('--level-pick', choices=('random', 'mean'),
                    help='estimate: give each image a random real image\'s level (default) or the mean level')
     p.add_argument('--temperature', type=_temperature,
-                   help='scales the degradation latents (default 1.0); auto: fit it on --calibrate pairs so that the '
-                   'generated noise is as strong as theirs')
+                   help='scales the degradation latents (default 1.0); auto: the temperature whose noise is closest '
+                   'to the noise of the --calibrate pairs (lowest AKLD)')
     p.add_argument('--calibrate', nargs=2, metavar=('CLEAN', 'NOISY'),
                    help='real pairs (folders or LMDBs, matched by name) for --temperature auto, e.g. the paired domain')
     p.add_argument('--normalize', action='store_true', default=None,

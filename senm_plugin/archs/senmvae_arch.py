@@ -41,10 +41,14 @@ class SeNMVAE(nn.Module):
             training starts from a plain auto-encoder. With zero projections and zero-initialised head outputs no
             gradient reaches a latent's mean until its projection has grown, which short (CPU) trainings never get
             past for zn; ``False`` keeps PyTorch's default initialisation (not in the paper). Default: True.
+        logsigma_init (float | None): start every Gaussian head at log-sigma = this value (the bias of its last
+            log-sigma conv) instead of about 0 (PyTorch's default bias, as the reference). A negative value starts
+            the latents nearly deterministic, so the decoder is not flooded with unit-variance noise while it learns
+            to use them (not in the paper). Default: None.
     """
 
     def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32,
-                 winograd=True, zero_init_projections=True):
+                 winograd=True, zero_init_projections=True, logsigma_init=None):
         super().__init__()
         self.winograd = winograd
         nf = num_feat
@@ -77,6 +81,9 @@ class SeNMVAE(nn.Module):
         if zero_init_projections:
             for proj in list(self.proj_z) + list(self.proj_zn):
                 nn.init.zeros_(proj.weight)
+        if logsigma_init is not None:
+            for head in (*self.Gauconv_zn_q, *self.Gauconv_zn_p, *self.Gauconv_z_L, *self.Gauconv_z_H):
+                nn.init.constant_(head.v[1].bias, float(logsigma_init))
 
         self.outconv = nn.Sequential(*[UpSample(nf, nf) for _ in range(num_down)], nn.Conv2d(nf, nf, 3, 1, 1),
                                      nn.ReLU(True), nn.Conv2d(nf, num_in_ch, 3, 1, 1))

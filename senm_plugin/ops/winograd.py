@@ -207,8 +207,10 @@ def winograd_convs(module, enabled=True, training=False):
     go through :class:`WinogradConv3x3`, which transforms the current weights on every call. Does nothing when
     ``enabled`` is False or the kernel cannot be built.
     """
-    kernel = load_kernel() if enabled else None
-    convs = [m for m in module.modules() if eligible(m)] if kernel is not None else []
+    convs = [m for m in module.modules() if eligible(m)] if enabled else []
+    # a network with no eligible convolution (e.g. the demo's 16-channel ones) never builds the kernel
+    kernel = load_kernel() if convs else None
+    convs = convs if kernel is not None else []
     outer = [vars(conv).get('forward') for conv in convs]  # set by an enclosing block, if any
     for conv in convs:
         conv.forward = _winograd_forward(conv, kernel, training)
