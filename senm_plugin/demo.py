@@ -185,12 +185,13 @@ def _verdicts(summary):
     return lines
 
 
-def _summary_markdown(summary):
+def _summary_markdown(summary, title='basicsr demo'):
     facts, noise, den = summary['data'], summary['noise'], summary['denoise']
+    camera = facts.get('camera') or (f'simulated sRGB pipeline (raw shot {facts["shot"]}, read {facts["read"]}; '
+                                     'Bayer mosaic, demosaicing, white balance, colour matrix, gamma)')
     lines = [
-        '# basicsr demo', '',
-        f'Camera: simulated sRGB pipeline (raw shot {facts["shot"]}, read {facts["read"]}; Bayer mosaic, demosaicing, '
-        f'white balance, colour matrix, gamma). Data: {facts["paired"]} real pairs, {facts["source"]} clean-only and '
+        f'# {title}', '',
+        f'Camera: {camera}. Data: {facts["paired"]} real pairs, {facts["source"]} clean-only and '
         f'{facts["target"]} noisy-only crops, {facts["test"]} held-out test pairs; {summary["synthetic_pairs"]} '
         f'synthetic pairs. Iterations: SeNM-VAE {summary["iters"]["senm"]}, ScaoedNet {summary["iters"]["denoiser"]}. '
         f'Run time {summary["seconds"]} s.', '', '## Verdict', ''
@@ -325,19 +326,101 @@ def evaluate_noise_model(folders, model, network_opt, out, seed, temperature):
         return json.load(f)
 
 
+def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed):
+    """``basicsr generate`` on the clean-only LMDB with DEMO_GENERATE (temperature fitted on the paired LMDBs);
+    returns the manifest."""
+    from senm_plugin.generate import run_generate
+    return run_generate({
+        'model': os.path.join(senm_root, 'models', 'net_g_latest.pth'),
+        'level_model': os.path.join(senm_root, 'models', 'net_le_latest.pth'),
+        'network_g': senm_opt,
+        'input': os.path.join(lmdb_root, 'source.lmdb'),
+        'out': out,
+        'levels': f'estimate:{os.path.join(lmdb_root, "target.lmdb")}',
+        'seed': seed,
+        'device': 'cpu',
+        'overwrite': True,
+        'calibrate': [os.path.join(lmdb_root, 'paired_gt.lmdb'),
+                      os.path.join(lmdb_root, 'paired_lq.lmdb')],
+        **DEMO_GENERATE
+    })
+
+
+def run_pipeline(folders, facts, out, iters, den_iters, seed):
+    """Stages 2-7 on the image folders of ``make_demo_data``'s layout (any real data cut the same way, too):
+    prepare, SeNM-VAE, generate, Gaussian pairs, three denoisers, noise evaluation; returns the summary dict."""
+    start = time.time()
+    _stage(2, 'basicsr prepare folders: the three domains as LMDBs')
+    lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), seed)
+
+    _stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
+    senm_root, senm_opt = train_senmvae(_load_template('demo_senm.yml'), folders, lmdb_root, out, iters, seed)
+
+    _stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
+    synth = os.path.join(out, 'synthetic')
+    manifest = generate_synthetic(senm_root, senm_opt, lmdb_root, synth, seed)
+    temperature = manifest['settings']['temperature']
+
+    _stage(5, 'Gaussian noise fitted on the real pairs, on the same clean-only crops (the textbook alternative)')
+    gauss_gt, gauss_lq, sigma = gaussian_pairs(folders, os.path.join(out, 'gaussian'), seed)
+    print(f'    sigma = {sigma * 255:.2f} (8-bit levels)')
+
+    _stage(6, f'training ScaoedNet three ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real pairs, '
+           f'SeNM-VAE synthetic + real pairs ({den_iters} iterations each)')
+    den_scores = train_denoisers(folders, lmdb_root, {
+        'gaussian_plus_pairs': (gauss_gt, gauss_lq, 'disk'),
+        'synthetic_plus_pairs': (os.path.join(synth, 'gt.lmdb'), os.path.join(synth, 'lq.lmdb'), 'lmdb')
+    }, out, den_iters, seed)
+
+    _stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
+    senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
+    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), seed, temperature)
+    keys = ('label', 'kld', 'akld', 'noise_std_8bit')
+    return {
+        'data': facts,
+        'iters': {'senm': iters, 'denoiser': den_iters},
+        'synthetic_pairs': len(manifest['images']),
+        'generate': {**DEMO_GENERATE, 'temperature_fitted': temperature},
+        'seconds': round(time.time() - start, 1),
+        'noise': {k: {key: v[key] for key in keys} for k, v in report['metrics'].items()},
+        'real_noise_std_8bit': report['real_noise_std_8bit'],
+        'denoise': {
+            'noisy_psnr': den_scores['pairs_only']['noisy_psnr'],
+            'noisy_ssim': den_scores['pairs_only']['noisy_ssim'],
+            **{k: {'psnr': v['psnr'], 'ssim': v['ssim']} for k, v in den_scores.items()}
+        }
+    }
+
+
+def write_summary(summary, out, title='basicsr demo'):
+    """``summary.json`` and ``summary.md`` in ``out``; returns the Markdown text."""
+    with open(os.path.join(out, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    text = _summary_markdown(summary, title)
+    with open(os.path.join(out, 'summary.md'), 'w') as f:
+        f.write(text)
+    return text
+
+
+def default_iters(iters, den_iters, quick=False):
+    """(SeNM-VAE, ScaoedNet) iterations: as given, else 10 each for a quick run, else the option templates'."""
+    if quick:
+        return 10, 10
+    return (iters or _load_template('demo_senm.yml')['train']['total_iter'],
+            den_iters or _load_template('demo_scaoednet.yml')['train']['total_iter'])
+
+
 def main(argv=None):
     """Run the demo; returns 0 on success."""
     parser = argparse.ArgumentParser(prog='basicsr demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=os.path.join('results', 'demo'), help='output folder (default results/demo)')
     parser.add_argument('--iters', type=int, help='SeNM-VAE training iterations (default: options/demo_senm.yml)')
-    parser.add_argument(
-        '--denoiser-iters', type=int, help='ScaoedNet training iterations (default: options/demo_scaoednet.yml)')
+    parser.add_argument('--denoiser-iters', type=int,
+                        help='ScaoedNet training iterations (default: options/demo_scaoednet.yml)')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10 iterations each, fewer crops')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    senm, den = _load_template('demo_senm.yml'), _load_template('demo_scaoednet.yml')
-    iters = 10 if args.quick else (args.iters or senm['train']['total_iter'])
-    den_iters = 10 if args.quick else (args.denoiser_iters or den['train']['total_iter'])
+    iters, den_iters = default_iters(args.iters, args.denoiser_iters, args.quick)
     if iters < 1 or den_iters < 1:
         parser.error('--iters and --denoiser-iters must be >= 1')
     out = os.path.abspath(args.out)
@@ -348,84 +431,8 @@ def main(argv=None):
     folders, facts = make_demo_data(os.path.join(out, 'data'), crops_per_image=4 if args.quick else 12, seed=args.seed)
     print(f'    {facts["paired"]} pairs, {facts["source"]} clean-only, {facts["target"]} noisy-only crops, '
           f'{facts["test"]} held-out test pairs')
-    _stage(2, 'basicsr prepare folders: the three domains as LMDBs')
-    lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), args.seed)
-
-    _stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
-    senm_root, senm_opt = train_senmvae(senm, folders, lmdb_root, out, iters, args.seed)
-    senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
-
-    _stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
-    from senm_plugin.generate import run_generate
-    synth = os.path.join(out, 'synthetic')
-    manifest = run_generate({
-        'model': senm_ckpt,
-        'level_model': os.path.join(senm_root, 'models', 'net_le_latest.pth'),
-        'network_g': senm_opt,
-        'input': os.path.join(lmdb_root, 'source.lmdb'),
-        'out': synth,
-        'levels': f'estimate:{os.path.join(lmdb_root, "target.lmdb")}',
-        'seed': args.seed,
-        'device': 'cpu',
-        'overwrite': True,
-        'calibrate': [os.path.join(lmdb_root, 'paired_gt.lmdb'),
-                      os.path.join(lmdb_root, 'paired_lq.lmdb')],
-        **DEMO_GENERATE
-    })
-    temperature = manifest['settings']['temperature']
-
-    _stage(5, 'Gaussian noise fitted on the real pairs, on the same clean-only crops (the textbook alternative)')
-    gauss_gt, gauss_lq, sigma = gaussian_pairs(folders, os.path.join(out, 'gaussian'), args.seed)
-    print(f'    sigma = {sigma * 255:.2f} (8-bit levels)')
-
-    _stage(
-        6, f'training ScaoedNet three ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real pairs, '
-        f'SeNM-VAE synthetic + real pairs ({den_iters} iterations each)')
-    den_scores = train_denoisers(
-        folders, lmdb_root, {
-            'gaussian_plus_pairs': (gauss_gt, gauss_lq, 'disk'),
-            'synthetic_plus_pairs': (os.path.join(synth, 'gt.lmdb'), os.path.join(synth, 'lq.lmdb'), 'lmdb')
-        }, out, den_iters, args.seed)
-
-    _stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
-    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), args.seed, temperature)
-
-    summary = {
-        'data': facts,
-        'iters': {
-            'senm': iters,
-            'denoiser': den_iters
-        },
-        'synthetic_pairs': len(manifest['images']),
-        'generate': {**DEMO_GENERATE, 'temperature_fitted': temperature},
-        'seconds': round(time.time() - start, 1),
-        'noise': {
-            k: {
-                'label': v['label'],
-                'kld': v['kld'],
-                'akld': v['akld'],
-                'noise_std_8bit': v['noise_std_8bit']
-            }
-            for k, v in report['metrics'].items()
-        },
-        'real_noise_std_8bit': report['real_noise_std_8bit'],
-        'denoise': {
-            'noisy_psnr': den_scores['pairs_only']['noisy_psnr'],
-            'noisy_ssim': den_scores['pairs_only']['noisy_ssim'],
-            **{
-                k: {
-                    'psnr': v['psnr'],
-                    'ssim': v['ssim']
-                }
-                for k, v in den_scores.items()
-            }
-        }
-    }
-    with open(os.path.join(out, 'summary.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
-    text = _summary_markdown(summary)
-    with open(os.path.join(out, 'summary.md'), 'w') as f:
-        f.write(text)
-    print('\n' + text)
+    summary = run_pipeline(folders, facts, out, iters, den_iters, args.seed)
+    summary['seconds'] = round(time.time() - start, 1)
+    print('\n' + write_summary(summary, out))
     print(f'Demo finished in {summary["seconds"]} s; results in {out}', flush=True)
     return 0
