@@ -176,7 +176,7 @@ class SeNMVAEModel(BaseModel):
         run of ``max_skipped_steps`` skipped steps in a row stops training (``_check_skip_run``)."""
         l_total = sum(terms.values())
         log = OrderedDict(l_total=l_total.detach())
-        reason = None
+        reason, warn = None, True  # large-gradient skips are only counted, as before: they are common early on
         if not torch.isfinite(l_total):
             self.skipped['g_nonfinite_loss'] += 1
             bad = ', '.join(f'{k} = {v.item():g}' for k, v in terms.items() if not torch.isfinite(v))
@@ -191,13 +191,14 @@ class SeNMVAEModel(BaseModel):
                 reason = f'non-finite gradient norm (net_g {grad_norm.item()}, net_le {le_norm.item()})'
             elif grad_norm.item() >= self.train_opt['grad_skip_norm']:
                 self.skipped['g_large_grad'] += 1
+                warn = False
                 reason = (f'gradient norm {grad_norm.item():.4g} >= grad_skip_norm '
                           f'{self.train_opt["grad_skip_norm"]:g}; terms ' +
                           ', '.join(f'{k} = {v.item():.4g}' for k, v in terms.items()))
             else:
                 self.optimizer_g.step()
                 self._check_weights(current_iter)
-        if reason is not None and not reason.startswith('gradient norm'):
+        if reason is not None and warn:
             self._warn_skip(reason)
         self._check_skip_run(current_iter, reason)
         return log
@@ -214,7 +215,7 @@ class SeNMVAEModel(BaseModel):
             raise TrainingDivergedError(
                 f'SeNMVAEModel: {len(self.skip_run)} generator steps in a row were skipped (iterations {first} to '
                 f'{current_iter}); the last one: {reason}. The run has stopped rather than go on without learning; '
-                f'its checkpoints up to iteration {first - 1} are intact. Lower train.optim_g.lr (or raise '
+                f'the checkpoints saved before iteration {first} are intact. Lower train.optim_g.lr (or raise '
                 f'train.kl_anneal_iters) and resume with --auto_resume, or set train.max_skipped_steps: 0 to go on.')
 
     def _check_weights(self, current_iter):
@@ -225,9 +226,9 @@ class SeNMVAEModel(BaseModel):
             if not bool(finite.all()):  # one device sync per network
                 name = named[int(torch.nonzero(~finite)[0])][0]
                 raise TrainingDivergedError(
-                        f'SeNMVAEModel: iteration {current_iter}: the optimizer step made {net_label}.{name} '
-                        f'non-finite. The run has stopped; the checkpoints saved before are intact. Lower '
-                        f'train.optim_g.lr and resume with --auto_resume.')
+                    f'SeNMVAEModel: iteration {current_iter}: the optimizer step made {net_label}.{name} non-finite. '
+                    'The run has stopped; the checkpoints saved before are intact. Lower train.optim_g.lr and resume '
+                    'with --auto_resume.')
 
     def _step_discriminator(self):
         """One RaGAN discriminator step on the real and reconstructed noisy images of this batch."""
