@@ -1,10 +1,12 @@
 """``basicsr demo``: the whole pipeline on images that ship with scikit-image, on a CPU in minutes, no downloads.
 
-A small camera-noise dataset is built (a few clean/noisy pairs, clean-only and noisy-only crops, held-out test pairs,
-with signal-dependent shot + read noise), then: ``prepare folders`` -> SeNM-VAE (small) -> ``generate`` synthetic
-pairs from the clean-only crops -> ScaoedNet (small) trained on the few real pairs alone and on synthetic + real pairs
+A small dataset is built by a simulated sRGB camera (``noise.camera``: raw noise on a Bayer mosaic, then demosaicing,
+white balance, colour matrix and gamma): a few clean/noisy pairs, clean-only and noisy-only crops, held-out test pairs.
+Then: ``prepare folders`` -> SeNM-VAE (small) -> ``generate`` synthetic pairs from the clean-only crops -> ScaoedNet
+(small) trained on the few real pairs alone, on fitted-Gaussian + real pairs and on SeNM-VAE synthetic + real pairs
 -> noise evaluation (SeNM-VAE against fitted Gaussian / Poisson-Gaussian noise) and denoising PSNR/SSIM on the
-held-out pairs. Everything lands in ``results/demo/`` (``summary.md``, ``summary.json``, ``noise/`` pictures).
+held-out pairs. Everything lands in ``results/demo/`` (``summary.md`` with a verdict, ``summary.json``, ``noise/``
+pictures). ``run_pipeline`` (stages 2-7) also serves ``benchmarks/bench_fidelity.py`` on real pairs.
 """
 import argparse
 import json
@@ -348,8 +350,8 @@ def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed):
 
 def run_pipeline(folders, facts, out, iters, den_iters, seed):
     """Stages 2-7 on the image folders of ``make_demo_data``'s layout (any real data cut the same way, too):
-    prepare, SeNM-VAE, generate, Gaussian pairs, three denoisers, noise evaluation; returns the summary dict."""
-    start = time.time()
+    prepare, SeNM-VAE, generate, Gaussian pairs, three denoisers, noise evaluation; returns the summary dict (the
+    caller adds its run time as ``seconds``)."""
     _stage(2, 'basicsr prepare folders: the three domains as LMDBs')
     lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), seed)
 
@@ -381,7 +383,6 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed):
         'iters': {'senm': iters, 'denoiser': den_iters},
         'synthetic_pairs': len(manifest['images']),
         'generate': {**DEMO_GENERATE, 'temperature_fitted': temperature},
-        'seconds': round(time.time() - start, 1),
         'noise': {k: {key: v[key] for key in keys} for k, v in report['metrics'].items()},
         'real_noise_std_8bit': report['real_noise_std_8bit'],
         'denoise': {
