@@ -131,3 +131,23 @@ def test_tiny_train_and_test(tmp_path):
     log = open(glob.glob(str(results / 'test_*.log'))[0]).read()
     assert log.count('# psnr') == 2 and 'val_lmdb' in log and 'val_disk' in log
     assert len(glob.glob(str(results / 'visualization' / 'val_disk' / '*.png'))) == 4
+
+
+def test_bf16_training_step(tmp_path):
+    gt = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    data = {'lq': gt + 0.1 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(1)), 'gt': gt}
+    logs = {}
+    for mode in ('none', 'bf16'):
+        torch.manual_seed(0)
+        opt = load_tiny_opt()
+        opt['train']['amp'] = mode
+        opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False)
+        opt['path'].update(experiments_root=str(tmp_path), models=str(tmp_path), training_states=str(tmp_path))
+        model = build_model(opt)
+        model.feed_data(data)
+        model.optimize_parameters(1)
+        logs[mode] = {k: float(v) for k, v in model.log_dict.items()}
+        assert all(p.dtype == torch.float32 for p in model.net_g.parameters())
+    for name in ('l_pix', 'l_noise_map'):
+        assert logs['bf16'][name] == pytest.approx(logs['none'][name], rel=0.05), name
+    assert logs['bf16']['l_pix'] != logs['none']['l_pix']  # the forward did run in bfloat16

@@ -1,4 +1,5 @@
 """SeNMVAEModel: per-domain loss terms, KL annealing, robust steps, checkpoints and a real `basicsr train` run."""
+import math
 import os
 import signal
 import subprocess
@@ -266,3 +267,32 @@ def test_basicsr_train_validation_and_resume_after_kill(tmp_path):
     for label in ('net_g', 'net_le', 'net_d'):
         assert (exp / 'models' / f'{label}_{total}.pth').exists()
     assert 'kld' in text and 'psnr_denoise' in text
+
+
+def test_bf16_training_step_is_close_to_float32_and_keeps_float32_weights(tmp_path):
+    data = batch([PAIRED, SOURCE, TARGET])
+    losses = {}
+    for mode in ('none', 'bf16'):
+        model = make_model(tmp_path / mode, amp=mode)
+        model.feed_data(data)
+        torch.manual_seed(1)  # the same latent draws in both precisions
+        terms, out = model.compute_losses(current_iter=5, deterministic=True)
+        assert all(v.dtype == torch.float32 for v in terms.values()) and out['y_hat'].dtype == torch.float32
+        losses[mode] = {k: v.item() for k, v in terms.items()}
+        model.optimize_parameters(5)
+        assert math.isfinite(model.log_dict['l_total']) and model.log_dict['skipped_g_nonfinite_loss'] == 0
+        assert all(p.dtype == torch.float32 for p in model.net_g.parameters())
+        model.save(epoch=0, current_iter=5)
+        saved = torch.load(tmp_path / mode / 'models' / 'net_g_5.pth', map_location='cpu')['params']
+        assert {v.dtype for v in saved.values() if v.is_floating_point()} == {torch.float32}
+    for name in ('l_rec_x', 'l_rec_y', 'l_level'):  # bf16 keeps ~3 significant digits
+        assert losses['bf16'][name] == pytest.approx(losses['none'][name], rel=0.05), name
+    assert losses['bf16']['l_rec_y'] != losses['none']['l_rec_y']  # the forward did run in bfloat16
+
+
+def test_amp_modes_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"train.amp must be one of \['bf16', 'fp16', 'none'\], got 'fp8'"):
+        make_model(tmp_path, amp='fp8')
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='fp16 needs a CUDA device'):
+            make_model(tmp_path, amp='fp16')

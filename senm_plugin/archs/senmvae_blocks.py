@@ -23,6 +23,11 @@ def bound_logsigma(logsigma, bounds=LOGSIGMA_BOUNDS):
     return torch.where(logsigma < lo, below, torch.where(logsigma > hi, above, logsigma))
 
 
+def to_float32(tensor):
+    """``tensor`` in float32 when autocast made it half or bfloat16; other dtypes (e.g. float64) unchanged."""
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
+
+
 def gaussian_kl(mu_q, logsigma_q, mu_p, logsigma_p):
     """Element-wise KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) of diagonal Gaussians given (mean, log-sigma).
 
@@ -114,7 +119,8 @@ class GaussianHead(nn.Module):
     """Predicts (mean, log-sigma) of a diagonal Gaussian latent layer: two RDB + 1x1-conv branches.
 
     The last 1x1 conv of each branch starts with zero weights, so every layer starts near N(bias, exp(bias)^2).
-    Log-sigma is read through ``bound_logsigma``.
+    Log-sigma is read through ``bound_logsigma``. Both come out in float32 under mixed precision, so latent draws
+    and KL terms keep full precision.
     """
 
     def __init__(self, in_ch, out_ch, num_grow_ch=32, zero_last=True):
@@ -126,4 +132,4 @@ class GaussianHead(nn.Module):
             nn.init.zeros_(self.v[1].weight)
 
     def forward(self, x):
-        return self.m(x), bound_logsigma(self.v(x))
+        return to_float32(self.m(x)), bound_logsigma(to_float32(self.v(x)))

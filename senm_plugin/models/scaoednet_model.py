@@ -8,6 +8,9 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from senm_plugin.archs.senmvae_blocks import to_float32
+from senm_plugin.models.amp import Amp
+
 
 def noise_level_map(lq, gt, window=7):
     """Local noise level of a pair: the std of ``lq - gt`` in a ``window`` box, averaged over channels.
@@ -36,10 +39,12 @@ class ScaoedNetModel(SRModel):
 
     Validation/test options under ``val``: ``self_ensemble: true`` (x8 flips/rotations) and
     ``tile: {tile_size: 512, tile_overlap: 32}``; inference uses the network's fast ``restore`` when it has one.
+    ``train.amp: none | bf16 | fp16`` runs the training forward pass in mixed precision (``senm_plugin.models.amp``).
     """
 
     def init_training_settings(self):
         super().init_training_settings()
+        self.amp = Amp(self.opt['train'].get('amp'), self.device)
         noise_opt = self.opt['train'].get('noise_map_opt')
         self.noise_map_opt = None
         if noise_opt:
@@ -58,10 +63,12 @@ class ScaoedNetModel(SRModel):
     def optimize_parameters(self, current_iter):
         self.optimizer_g.zero_grad()
         loss_dict = OrderedDict()
-        if self.noise_map_opt is not None:
-            self.output, noise_maps = self.net_g(self.lq, return_noise_maps=True)
-        else:
-            self.output, noise_maps = self.net_g(self.lq), []
+        with self.amp.autocast():
+            if self.noise_map_opt is not None:
+                self.output, noise_maps = self.net_g(self.lq, return_noise_maps=True)
+            else:
+                self.output, noise_maps = self.net_g(self.lq), []
+        self.output, noise_maps = to_float32(self.output), [to_float32(u) for u in noise_maps]  # losses in float32
         l_total = 0
         if self.cri_pix:
             l_pix = self.cri_pix(self.output, self.gt)
@@ -75,8 +82,8 @@ class ScaoedNetModel(SRModel):
             get_root_logger().warning(f'Iteration {current_iter}: non-finite loss {l_total.item()}; step skipped.')
             self.log_dict = self.reduce_loss_dict(loss_dict)
             return
-        l_total.backward()
-        self.optimizer_g.step()
+        self.amp.backward(l_total)
+        self.amp.step(self.optimizer_g)
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)

@@ -14,7 +14,9 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
 from senm_plugin.archs.senmvae_arch import PAIRED, TARGET
+from senm_plugin.archs.senmvae_blocks import to_float32
 from senm_plugin.heap import retain_heap_for_training
+from senm_plugin.models.amp import Amp
 
 # Reference settings (zhengdihan/SeNM-VAE, SIDD/options/train_*_paired_data.json and models/model_senmvae.py).
 DEFAULT_TRAIN = {
@@ -30,7 +32,7 @@ DEFAULT_TRAIN = {
 }
 # train options read by BasicSR's pipeline or by this model besides DEFAULT_TRAIN
 OTHER_TRAIN_KEYS = ('optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'level_opt',
-                    'perceptual_opt', 'gan_opt', 'retain_heap')
+                    'perceptual_opt', 'gan_opt', 'retain_heap', 'amp')
 VAL_METRIC_PAIRS = ('noise', 'denoise')
 
 
@@ -51,7 +53,9 @@ class SeNMVAEModel(BaseModel):
         super().__init__(opt)
         self.net_g = self._build('network_g', 'g')
         self.net_le = self._build('network_le', 'le', {'type': 'NoiseLevelNet'})
-        self.skipped = {'g_nonfinite_loss': 0, 'g_nonfinite_grad': 0, 'g_large_grad': 0, 'd_nonfinite': 0}
+        self.skipped = {'g_nonfinite_loss': 0, 'g_nonfinite_grad': 0, 'g_large_grad': 0, 'd_nonfinite': 0,
+                        'g_fp16_overflow': 0}
+        self.amp = Amp(None, self.device)
         self.skip_run = []  # (iteration, reason) of the generator steps skipped in a row up to now
         if self.is_train:
             self.init_training_settings()
@@ -77,6 +81,7 @@ class SeNMVAEModel(BaseModel):
         if train_opt.get('gan_opt') and not train_opt.get('optim_d'):
             raise ValueError('SeNMVAEModel: train.gan_opt needs train.optim_d for the discriminator')
         self.train_opt = {k: train_opt.get(k, v) for k, v in DEFAULT_TRAIN.items()}
+        self.amp = Amp(train_opt.get('amp'), self.device)
         self.net_g.train()
         self.net_le.train()
         self.cri_pix = build_loss(train_opt.get('pixel_opt', {'type': 'MSELoss'})).to(self.device)
@@ -129,11 +134,14 @@ class SeNMVAEModel(BaseModel):
         level = sigma.detach().clone()
         terms = OrderedDict()
         if idx_y.numel():
-            sigma_hat = self.net_le(y.index_select(0, idx_y)).flatten()
+            with self.amp.autocast():
+                sigma_hat = to_float32(self.net_le(y.index_select(0, idx_y))).flatten()
             level = level.index_copy(0, idx_y, torch.where(is_paired_y, sigma.index_select(0, idx_y), sigma_hat))
             if idx_p.numel():
                 terms['l_level'] = self.cri_level(sigma_hat[is_paired_y], sigma.index_select(0, idx_p))
-        out = self.net_g(x, y, level, domain, mix_x=mix_x, mix_y=mix_y, deterministic=deterministic)
+        with self.amp.autocast():
+            out = self.net_g(x, y, level, domain, mix_x=mix_x, mix_y=mix_y, deterministic=deterministic)
+        out = {k: to_float32(v) if v.is_floating_point() else v for k, v in out.items()}  # losses in float32
         w_n = self.kl_zn_weight(current_iter)
         if out['x_idx'].numel():
             terms['l_rec_x'] = self.cri_pix(out['x_hat'], x.index_select(0, out['x_idx']))
@@ -182,11 +190,18 @@ class SeNMVAEModel(BaseModel):
             bad = ', '.join(f'{k} = {v.item():g}' for k, v in terms.items() if not torch.isfinite(v))
             reason = f'non-finite loss term {bad}'
         else:
-            l_total.backward()
+            self.amp.backward(l_total)
+            self.amp.unscale(self.optimizer_g)
             grad_norm = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.train_opt['grad_clip'])
             le_norm = torch.nn.utils.clip_grad_norm_(self.net_le.parameters(), float('inf'))
             log['grad_norm'] = grad_norm.detach()
-            if not (torch.isfinite(grad_norm) and torch.isfinite(le_norm)):
+            finite = bool(torch.isfinite(grad_norm) and torch.isfinite(le_norm))
+            if not finite and self.amp.scaler is not None:
+                # fp16 overflow: the scaler lowers its scale and the next step tries again; not a divergence
+                self.amp.skip()
+                self.skipped['g_fp16_overflow'] += 1
+                return log
+            if not finite:
                 self.skipped['g_nonfinite_grad'] += 1
                 reason = f'non-finite gradient norm (net_g {grad_norm.item()}, net_le {le_norm.item()})'
             elif grad_norm.item() >= self.train_opt['grad_skip_norm']:
@@ -196,8 +211,10 @@ class SeNMVAEModel(BaseModel):
                           f'{self.train_opt["grad_skip_norm"]:g}; terms ' +
                           ', '.join(f'{k} = {v.item():.4g}' for k, v in terms.items()))
             else:
-                self.optimizer_g.step()
+                self.amp.step(self.optimizer_g)
                 self._check_weights(current_iter)
+            if reason is not None:
+                self.amp.skip()
         if reason is not None and warn:
             self._warn_skip(reason)
         self._check_skip_run(current_iter, reason)
