@@ -9,7 +9,7 @@ noisy suffix (``--clean-suffix _mean --noisy-suffix _real``, the defaults, fit t
 ``--seed`` (``senm_plugin.data.scene_split``): ``--paired-scenes`` give the paired domain (``--paired-tiles`` of
 their tiles), ``--source-scenes`` their clean tiles only, ``--target-scenes`` their noisy tiles only, and
 ``--test-scenes`` are held out for every score. Then the demo's pipeline runs on those tiles (``basicsr prepare
-folders``, SeNM-VAE with ``options/demo_senm.yml``, ``basicsr generate --residual mean --temperature auto``, the three
+folders``, SeNM-VAE with ``options/demo_senm.yml``, ``basicsr generate --residual level --temperature auto``, the three
 ScaoedNet trainings, ``basicsr evaluate noise``) and one table is printed and written to ``OUT/summary.md``.
 """
 import argparse

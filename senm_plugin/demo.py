@@ -32,7 +32,7 @@ DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
 STAGES = 7
 # how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
 # (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq)
-DEMO_GENERATE = {'residual': 'mean', 'temperature': 'auto'}
+DEMO_GENERATE = {'residual': 'level', 'temperature': 'auto'}
 # share of real pairs in the mixed training sets of the denoisers
 REAL_RATIO = 0.5
 
@@ -159,7 +159,7 @@ def _verdicts(summary):
     noise, den = summary['noise'], summary['denoise']
     gen = noise['generated']
     lines = []
-    for key in ('gaussian', 'poisson_gaussian'):
+    for key in ('gaussian', 'poisson_gaussian', 'gaussian_per_image'):
         if key not in noise:
             continue
         base = noise[key]

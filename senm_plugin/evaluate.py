@@ -19,17 +19,19 @@ import numpy as np
 
 from senm_plugin.data.image_io import ImageError
 from senm_plugin.data.lmdb_io import write_json_atomic
-from senm_plugin.generate import (MANIFEST, STREAM_LATENT, GenerateError, ImageSet, estimate_levels,
-                                  level_model_beside, level_net_options, load_level_net, load_senmvae, parse_levels,
-                                  plan_levels, resolve_device, synthesize)
+from senm_plugin.generate import (MANIFEST, STREAM_LATENT, GenerateError, ImageSet, check_sampling_options,
+                                  estimate_levels, level_model_beside, level_net_options, load_level_net, load_senmvae,
+                                  parse_levels, plan_levels, resolve_device, synthesize)
 from senm_plugin.metrics.noise_metric import calculate_noise_akld, calculate_noise_kld
-from senm_plugin.metrics.noise_stats import fit_gaussian, fit_poisson_gaussian, noise_histogram, noise_level_curve
+from senm_plugin.metrics.noise_stats import (GaussianNoise, fit_gaussian, fit_poisson_gaussian, noise_histogram,
+                                             noise_level_curve)
 
 # random streams of the baselines' noise, distinct from generate's streams of the same (seed, index)
 STREAM_GAUSSIAN, STREAM_POISSON_GAUSSIAN = STREAM_LATENT + 1, STREAM_LATENT + 2
 NOISE_GAIN = 4  # noise pictures show 128 + 4 * (noisy - clean) in 8-bit levels
 TILE = 128  # grid tiles are resized to this height
-COLORS = {'real': '#000000', 'generated': '#d62728', 'gaussian': '#1f77b4', 'poisson_gaussian': '#2ca02c'}
+COLORS = {'real': '#000000', 'generated': '#d62728', 'gaussian': '#1f77b4', 'poisson_gaussian': '#2ca02c',
+          'gaussian_per_image': '#9467bd'}
 
 
 class EvaluateError(RuntimeError):
@@ -50,10 +52,12 @@ def paired_levels(clean_imgs, real_imgs):
 
 
 def baseline_noisy(model, clean_imgs, seed, stream):
-    """uint8 noisy images of a fitted baseline noise model (``sample`` in [0, 1] units), one seed per image."""
+    """uint8 noisy images of a fitted baseline noise model (``sample`` in [0, 1] units; one model, or a list of one
+    per image), one seed per image."""
     from senm_plugin.generate import image_seed
-    return [_quantise(model.sample(_unit(x), seed=image_seed(seed, i, stream), clip=(0., 1.)))
-            for i, x in enumerate(clean_imgs)]
+    models = model if isinstance(model, (list, tuple)) else [model] * len(clean_imgs)
+    return [_quantise(m.sample(_unit(x), seed=image_seed(seed, i, stream), clip=(0., 1.)))
+            for i, (m, x) in enumerate(zip(models, clean_imgs))]
 
 
 def _fid_features(images, extractor, device):
@@ -89,7 +93,8 @@ def evaluate_noise(clean_imgs,
         fid_weights (str | None): local FID Inception weights (default search: ``metrics.fid``); FID is skipped with
             a message when none are found. ``fid_feature_extractor`` replaces the Inception network (tests).
         seed (int): seed of the baselines' noise.
-        baselines (bool): also score Gaussian and Poisson-Gaussian noise fitted to the pairs.
+        baselines (bool): also score Gaussian and Poisson-Gaussian noise fitted to the pairs, and Gaussian noise
+            with each pair's own sigma std(y - x): the information a model sampled at each pair's level is given.
 
     Returns:
         dict: the report (also in ``report.json``).
@@ -108,7 +113,8 @@ def evaluate_noise(clean_imgs,
 
     clean_f, real_f = [_unit(x) for x in clean_imgs], [_unit(y) for y in real_imgs]
     methods = {'generated': generated_imgs}
-    labels = {'generated': label, 'gaussian': 'Gaussian (fitted)', 'poisson_gaussian': 'Poisson-Gaussian (fitted)'}
+    labels = {'generated': label, 'gaussian': 'Gaussian (fitted)', 'poisson_gaussian': 'Poisson-Gaussian (fitted)',
+              'gaussian_per_image': 'Gaussian (per-image sigma)'}
     fitted = {}
     if baselines:
         gauss = fit_gaussian(clean_f, real_f)
@@ -121,6 +127,10 @@ def evaluate_noise(clean_imgs,
         except ValueError as err:
             fitted['poisson_gaussian'] = {'skipped': str(err)}
             log(f'Poisson-Gaussian baseline skipped: {err}')
+        sigmas = paired_levels(clean_imgs, real_imgs)
+        fitted['gaussian_per_image'] = {'sigma_8bit': [float(s) * 255 for s in sigmas]}
+        methods['gaussian_per_image'] = baseline_noisy([GaussianNoise(float(s)) for s in sigmas], clean_imgs, seed,
+                                                       STREAM_GAUSSIAN)
 
     per_image = {name: {} for name in names}
     metrics = {}
@@ -407,7 +417,7 @@ def _parser():
     n.add_argument('--level-pick', choices=('random', 'mean'), default='random')
     n.add_argument('--temperature', type=float, default=1.0)
     n.add_argument('--normalize', action='store_true')
-    n.add_argument('--residual', choices=('clean', 'mean'), help='as basicsr generate --residual')
+    n.add_argument('--residual', choices=('clean', 'mean', 'level'), help='as basicsr generate --residual')
     n.add_argument('--network-opt', metavar='JSON|YML',
                    help='SeNMVAE options: JSON or an option file whose network_g is used')
     n.add_argument('--level-network-opt', metavar='JSON|YML',
@@ -426,8 +436,11 @@ def _parser():
 
 def run_noise(args):
     """``basicsr evaluate noise`` with parsed arguments; returns the report."""
-    if args.seed < 0:
-        raise EvaluateError(f'--seed must be >= 0, got {args.seed}')
+    check_sampling_options(args.batch_size, args.seed, args.temperature, args.residual)
+    if args.max_images is not None and args.max_images < 1:
+        raise EvaluateError(f'--max-images must be >= 1, got {args.max_images}')
+    if args.num_grid < 0:
+        raise EvaluateError(f'--num-grid must be >= 0, got {args.num_grid}')
     keys, clean, real, generated = load_matched(args.clean, args.real, args.generated, args.max_images)
     settings = {k: v for k, v in vars(args).items() if k != 'what'}
     device = resolve_device(args.device)

@@ -248,8 +248,12 @@ def tensor_to_bgr8(t):
 
 
 @torch.no_grad()
-def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False, device='cpu', residual=False):
+def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False, device='cpu', residual=False,
+                     names=None):
     """Noisy versions of same-size uint8 BGR images; image b uses level ``levels[b]`` and seed ``seeds[b]``.
+
+    A non-finite network output (e.g. at an extreme temperature or level) raises GenerateError naming the images
+    (``names``, default their positions) instead of being written as black pixels.
 
     Odd sizes are reflect-padded to what the network needs and cropped back. ``normalize`` shifts each channel of
     the generated image to the clean image's mean (reference ``main_translate.py --normalize``); ``residual`` adds
@@ -262,6 +266,12 @@ def synthesize_batch(net, imgs, levels, seeds, temperature=1.0, normalize=False,
     noisy = net.translate(pad_to_multiple(clean, down_factor(net)), level, temperature=temperature, generators=gens,
                           residual=residual)
     noisy = noisy[..., :h, :w]
+    bad = (~torch.isfinite(noisy)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+    if bad:
+        named = ', '.join(str(names[b] if names is not None else b) for b in bad)
+        raise GenerateError(f'the network gave non-finite values for {named} (levels '
+                            f'{", ".join(f"{float(levels[b]):.4g}" for b in bad)}; temperature {temperature:g}); '
+                            'nothing was written for them. Check --temperature and --levels, or the checkpoint.')
     if normalize:
         noisy = noisy - noisy.mean(dim=(2, 3), keepdim=True) + clean.mean(dim=(2, 3), keepdim=True)
     return tensor_to_bgr8(noisy)
@@ -296,6 +306,9 @@ def parse_levels(spec):
         if not math.isfinite(value) or value < 0:
             raise GenerateError(f'--levels {spec}: fixed needs a finite level >= 0 (in [0, 1] image units), '
                                 'e.g. fixed:0.03')
+        if value > 1:
+            raise GenerateError(f'--levels {spec}: levels are noise stds in [0, 1] image units (fixed:0.03 is about '
+                                f'7.7 8-bit levels); for {value:g} 8-bit levels use fixed:{value / 255:.4g}')
         return 'fixed', value
     if mode == 'estimate' and arg:
         return 'estimate', arg
@@ -378,22 +391,31 @@ def _check_config(cfg):
             raise GenerateError(f'--{key} is required')
     if cfg['format'] not in ('lmdb', 'png'):
         raise GenerateError(f'--format {cfg["format"]!r}: use lmdb or png')
-    if int(cfg['batch_size']) < 1:
-        raise GenerateError(f'--batch-size must be >= 1, got {cfg["batch_size"]}')
-    if int(cfg['seed']) < 0:
-        raise GenerateError(f'--seed must be >= 0, got {cfg["seed"]}')
-    if cfg['residual'] not in (False, None, 'clean', 'mean'):
-        raise GenerateError(f'--residual must be clean or mean, got {cfg["residual"]!r}')
-    if cfg['temperature'] == 'auto':
-        if not cfg['calibrate'] or len(cfg['calibrate']) != 2:
-            raise GenerateError('--temperature auto needs --calibrate CLEAN NOISY (real pairs to fit it on)')
+    if not 0 <= int(cfg['compress_level']) <= 9:
+        raise GenerateError(f'--compress-level must be 0 (fastest) to 9 (smallest), got {cfg["compress_level"]}')
+    check_sampling_options(cfg['batch_size'], cfg['seed'], cfg['temperature'], cfg['residual'], allow_auto=True)
+    if cfg['temperature'] == 'auto' and (not cfg['calibrate'] or len(cfg['calibrate']) != 2):
+        raise GenerateError('--temperature auto needs --calibrate CLEAN NOISY (real pairs to fit it on)')
+
+
+def check_sampling_options(batch_size, seed, temperature, residual, allow_auto=False):
+    """Range checks of the options ``basicsr generate`` and ``basicsr evaluate`` share; raises GenerateError
+    naming the option."""
+    if int(batch_size) < 1:
+        raise GenerateError(f'--batch-size must be >= 1, got {batch_size}')
+    if int(seed) < 0:
+        raise GenerateError(f'--seed must be >= 0, got {seed}')
+    if residual not in (False, None, 'clean', 'mean', 'level'):
+        raise GenerateError(f'--residual must be clean, mean or level, got {residual!r}')
+    if allow_auto and temperature == 'auto':
         return
     try:
-        temperature = float(cfg['temperature'])
+        value = float(temperature)
     except (TypeError, ValueError):
-        temperature = float('nan')
-    if not math.isfinite(temperature) or temperature < 0:
-        raise GenerateError(f'--temperature must be auto or a finite number >= 0, got {cfg["temperature"]}')
+        value = float('nan')
+    if not math.isfinite(value) or value < 0:
+        raise GenerateError(f'--temperature must be {"auto or " if allow_auto else ""}a finite number >= 0, '
+                            f'got {temperature}')
 
 
 def _outputs(out, fmt):
@@ -402,8 +424,12 @@ def _outputs(out, fmt):
     return osp.join(out, 'gt.lmdb'), osp.join(out, 'lq.lmdb'), osp.join(out, STAGING)
 
 
-def _prepare_out(out, fingerprint, fmt, overwrite):
-    """Check ``out`` holds nothing or a generation with the same fingerprint; returns its manifest or None."""
+def _prepare_out(out, fingerprint, fmt, overwrite, inputs=()):
+    """Check ``out`` holds nothing or a generation with the same fingerprint; returns its manifest or None.
+
+    ``--overwrite`` only ever removes what an earlier ``basicsr generate`` wrote there (a folder with its manifest),
+    and never a path that is, holds or lies inside one of ``inputs`` (the images this run reads).
+    """
     path = osp.join(out, MANIFEST)
     if osp.isfile(path):
         with open(path) as f:
@@ -413,12 +439,26 @@ def _prepare_out(out, fingerprint, fmt, overwrite):
         if not overwrite:
             raise GenerateError(f'--out {out} holds a generation made with other settings (see {path}); '
                                 'use another --out or --overwrite to replace it')
-    elif osp.isdir(out) and os.listdir(out) and not overwrite:
-        raise GenerateError(f'--out {out} is not empty and holds no {MANIFEST} of basicsr generate; '
-                            'choose an empty or new folder (or --overwrite to delete gt, lq, gt.lmdb, lq.lmdb there)')
-    for name in (MANIFEST, 'gt', 'lq', 'gt.lmdb', 'lq.lmdb', STAGING, '_partial_gt.lmdb', '_partial_lq.lmdb'):
-        remove_path(osp.join(out, name))
+    elif osp.isdir(out) and os.listdir(out):
+        raise GenerateError(f'--out {out} is not empty and holds no {MANIFEST} of basicsr generate, so nothing there '
+                            'is ours to replace (--overwrite only replaces an earlier generation); choose an empty or '
+                            'new folder')
+    names = (MANIFEST, 'gt', 'lq', 'gt.lmdb', 'lq.lmdb', STAGING, '_partial_gt.lmdb', '_partial_lq.lmdb')
+    targets = [osp.join(out, name) for name in names]
+    for target in targets:
+        for inp in inputs:
+            if osp.exists(target) and _overlaps(target, inp):
+                raise GenerateError(f'--overwrite would delete {target}, which holds this run\'s input {inp}; '
+                                    'nothing was deleted. Write to another --out')
+    for target in targets:
+        remove_path(target)
     return None
+
+
+def _overlaps(a, b):
+    """Whether paths ``a`` and ``b`` are the same or one lies inside the other."""
+    a, b = osp.realpath(a), osp.realpath(b)
+    return a == b or a.startswith(b.rstrip(os.sep) + os.sep) or b.startswith(a.rstrip(os.sep) + os.sep)
 
 
 def run_generate(cfg, progress=True, _stop_after=None):
@@ -475,7 +515,8 @@ def run_generate(cfg, progress=True, _stop_after=None):
     fingerprint = hashlib.sha256(json.dumps([identity, images.names], sort_keys=True).encode()).hexdigest()[:16]
 
     os.makedirs(out, exist_ok=True)
-    previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']))
+    inputs = [cfg['input']] + ([arg] if mode == 'estimate' else []) + list(cfg['calibrate'] or [])
+    previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']), inputs)
     gt_root, lq_root, stage = _outputs(out, fmt)
     manifest = {
         'tool': 'basicsr generate',
@@ -518,7 +559,8 @@ def run_generate(cfg, progress=True, _stop_after=None):
             break
         clean = [images.read(i) for i in batch]
         noisy = synthesize_batch(net, clean, levels[batch], [image_seed(seed, i, STREAM_LATENT) for i in batch],
-                                 float(cfg['temperature']), bool(cfg['normalize']), device, cfg['residual'] or False)
+                                 float(cfg['temperature']), bool(cfg['normalize']), device, cfg['residual'] or False,
+                                 names=[images.names[i] for i in batch])
         for i, x, y in zip(batch, clean, noisy):
             key = images.keys[i]
             _write_png(osp.join(stage_gt, key + '.png'), x, cfg['compress_level'])
@@ -617,9 +659,10 @@ def _parser():
                    help='real pairs (folders or LMDBs, matched by name) for --temperature auto, e.g. the paired domain')
     p.add_argument('--normalize', action='store_true', default=None,
                    help='shift each generated channel to the clean image\'s mean')
-    p.add_argument('--residual', choices=('clean', 'mean'),
+    p.add_argument('--residual', choices=('clean', 'mean', 'level'),
                    help='add only rendered noise to the clean image: the noisy rendering of z minus its clean one '
-                   '(clean) or minus the rendering at the mean degradation latents (mean); default: off, as the paper')
+                   '(clean) or minus the rendering at the mean degradation latents (mean); level: as mean, scaled to '
+                   'std = the image\'s noise level; default: off, as the paper')
     p.add_argument('--batch-size', type=int, help='images per forward pass (default 8)')
     p.add_argument('--seed', type=int, help='seed of levels and latents (default 0)')
     p.add_argument('--device', help='cpu | cuda | cuda:N (default: cuda when available)')

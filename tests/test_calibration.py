@@ -51,6 +51,23 @@ def test_residual_translate_adds_only_rendered_noise():
         net.translate(x, 0.05, residual='yes')
 
 
+def test_level_residual_has_the_std_of_each_images_level():
+    net = tiny_net()
+    x = torch.rand(2, 3, 16, 16)
+    levels = torch.tensor([0.02, 0.1])
+    with torch.no_grad():
+        g = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        mean = net.translate(x, levels, residual='mean', generators=g, channels_last=False)
+        g = [torch.Generator().manual_seed(s) for s in (1, 2)]
+        level = net.translate(x, levels, residual='level', generators=g, channels_last=False)
+    for b in range(2):
+        noise = (level - x)[b]
+        assert noise.std().item() == pytest.approx(levels[b].item(), rel=1e-4)
+        # the same noise as 'mean', only scaled: one positive factor for the whole image
+        base = (mean - x)[b]
+        torch.testing.assert_close(noise, base * (levels[b] / base.std()), atol=1e-5, rtol=1e-3)
+
+
 def test_fit_temperature_finds_the_temperature_of_the_real_noise():
     net = tiny_net()
     rng = np.random.default_rng(0)
@@ -87,5 +104,5 @@ def test_generate_temperature_auto(tmp_path):
     assert again['fingerprint'] == manifest['fingerprint'] and len(os.listdir(tmp_path / 'out' / 'lq')) == 3
     with pytest.raises(GenerateError, match='--temperature must be auto or a finite number'):
         run_generate({**cfg, 'temperature': 'hot', 'out': str(tmp_path / 'o2')}, progress=False)
-    with pytest.raises(GenerateError, match='--residual must be clean or mean'):
+    with pytest.raises(GenerateError, match='--residual must be clean, mean or level'):
         run_generate({**cfg, 'residual': 'both', 'out': str(tmp_path / 'o3')}, progress=False)

@@ -75,6 +75,19 @@ def test_gaussian_baseline_matches_gaussian_noise(tmp_path):
     assert grid.shape[0] > 3 * 128 and grid.shape[1] > 5 * 128
 
 
+def test_per_image_gaussian_baseline_takes_each_pairs_sigma(tmp_path):
+    clean = _clean_images()
+    real = [_add_noise([x], sigma, i)[0] for i, (x, sigma) in enumerate(zip(clean, (3., 8., 20.)))]
+    report = evaluate_noise(clean, real, real, str(tmp_path / 'r'), seed=0, verbose=False,
+                            fid_weights=str(tmp_path / 'no_weights.pth'))
+    sigmas = report['baselines']['gaussian_per_image']['sigma_8bit']
+    assert sigmas == pytest.approx([np.std(y.astype(float) - x, ddof=1) for x, y in zip(clean, real)], rel=1e-6)
+    metrics = report['metrics']
+    assert metrics['gaussian_per_image']['label'] == 'Gaussian (per-image sigma)'
+    # noise of three different strengths: one pooled sigma fits none of them, each image's own sigma fits each
+    assert metrics['gaussian_per_image']['akld'] < 0.1 < metrics['gaussian']['akld']
+
+
 def test_identical_noise_scores_zero_and_fid_runs(tmp_path):
     clean = _clean_images(num=4, size=48)
     real = _add_noise(clean, SIGMA, 3)
@@ -148,3 +161,20 @@ def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thre
     assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', gen_dir, '--out',
                  str(tmp_path / 'r3')]) == 1
     assert "lacks 1 image(s) of --clean, e.g. ['b']" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--max-images', '-2'], '--max-images must be >= 1, got -2'),
+    (['--temperature', '-2'], '--temperature must be a finite number >= 0, got -2.0'),
+    (['--batch-size', '-1'], '--batch-size must be >= 1, got -1'),
+    (['--seed', '-1'], '--seed must be >= 0, got -1'),
+])
+def test_command_line_refuses_out_of_range_arguments(tmp_path, capsys, flags, message):
+    clean = _clean_images(num=2, size=32)
+    clean_dir = _write(str(tmp_path / 'clean'), clean, ['a', 'b'])
+    real_dir = _write(str(tmp_path / 'real'), _add_noise(clean, SIGMA, 6), ['a', 'b'])
+    code = main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', real_dir, '--out',
+                 str(tmp_path / 'out')] + flags)
+    err = capsys.readouterr().err
+    assert code == 1 and message in err and 'Traceback' not in err
+    assert not os.path.exists(tmp_path / 'out')  # refused before any work

@@ -178,3 +178,36 @@ def test_clear_errors(setup, tmp_path, capsys):
         run_generate(_cfg(setup, tmp_path / 'o6', seed=5), progress=False)
     run_generate(_cfg(setup, tmp_path / 'o6', seed=5, overwrite=True), progress=False)
     assert json.load(open(tmp_path / 'o6' / 'manifest.json'))['settings']['seed'] == 5
+
+
+def _tree_bytes(root):
+    return {os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), 'rb').read()
+            for d, _, files in os.walk(root) for f in files}
+
+
+def test_overwrite_never_deletes_inputs_or_what_it_did_not_write(setup, tmp_path):
+    import shutil
+    data = tmp_path / 'D'
+    shutil.copytree(os.path.dirname(setup['clean']), data)  # D/gt (clean input) and D/lq (real noisy images)
+    before = _tree_bytes(data)
+    # the folder holding the input has no manifest of ours: nothing there is replaced, even with --overwrite
+    with pytest.raises(GenerateError, match='holds no manifest.json of basicsr generate'):
+        run_generate(_cfg(setup, data, input=str(data / 'gt'), overwrite=True), progress=False)
+    assert _tree_bytes(data) == before
+    # an earlier generation of ours, used as the input of the next: --overwrite refuses to delete the input
+    run_generate(_cfg(setup, tmp_path / 'g'), progress=False)
+    before = _tree_bytes(tmp_path / 'g')
+    with pytest.raises(GenerateError, match=r"would delete .*gt, which holds this run's input"):
+        run_generate(_cfg(setup, tmp_path / 'g', input=str(tmp_path / 'g' / 'gt'), seed=3, overwrite=True),
+                     progress=False)
+    assert _tree_bytes(tmp_path / 'g') == before
+
+
+def test_out_of_range_options_and_non_finite_output_are_refused(setup, tmp_path):
+    with pytest.raises(GenerateError, match=r'levels are noise stds in \[0, 1\].*fixed:0.098'):
+        run_generate(_cfg(setup, tmp_path / 'a', levels='fixed:25'), progress=False)
+    with pytest.raises(GenerateError, match='--compress-level must be 0'):
+        run_generate(_cfg(setup, tmp_path / 'b', compress_level=99), progress=False)
+    with pytest.raises(GenerateError, match=r'non-finite values for 000, 001 .*temperature 1e\+30'):
+        run_generate(_cfg(setup, tmp_path / 'c', temperature=1e30, levels='fixed:0.05'), progress=False)
+    assert not os.listdir(tmp_path / 'c' / 'lq')  # nothing written for it

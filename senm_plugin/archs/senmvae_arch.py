@@ -14,7 +14,7 @@ from torch import nn as nn
 
 from ..ops.winograd import winograd_convs
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
-                             mixture_select)
+                             level_map, mixture_select, noise_std)
 from .tiling import channels_last_weights
 
 # Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).
@@ -117,10 +117,13 @@ class SeNMVAE(nn.Module):
         ``'clean'`` returns ``clean + (y - x_hat)`` with the clean reconstruction x_hat (no zn) as the reference,
         ``'mean'`` returns ``clean + (y - y_bar)`` with zn at the mean of p(zn|z, level) as the reference (noise of
         zero mean by construction). Whatever the decoder gets wrong about the content appears in both renderings and
-        cancels, so a model whose content path is not yet exact (short training) still adds only noise.
+        cancels, so a model whose content path is not yet exact (short training) still adds only noise. ``'level'``
+        is ``'mean'`` with each image's noise scaled so that its std equals that image's ``noise_level``, which in
+        training is exactly std(y - x): the model gives the noise its structure (spatial and channel correlation,
+        dependence on the signal), the level its strength, which short trainings render too weak.
         """
-        if residual not in (False, None, 'clean', 'mean'):
-            raise ValueError(f"residual must be False, 'clean' or 'mean', got {residual!r}")
+        if residual not in (False, None, 'clean', 'mean', 'level'):
+            raise ValueError(f"residual must be False, 'clean', 'mean' or 'level', got {residual!r}")
         with self._inference_layout(clean, channels_last) as clean:
             acts = self._encode(self.inconv_H, self.encs_H, clean)
             if not residual:
@@ -130,7 +133,10 @@ class SeNMVAE(nn.Module):
                 reference = self._render(acts, None, 0., True, True, None)
             else:
                 reference = self._render(acts, noise_level, temperature, True, True, None)
-            return (clean + noisy - reference).contiguous()
+            noise = noisy - reference
+            if residual == 'level':
+                noise = noise * (level_map(noise_level, noise[:, :1, :1, :1]) / noise_std(noise))
+            return (clean + noise).contiguous()
 
     def _render(self, acts, noise_level, temperature, z_mean, zn_mean, generators):
         """Top-down pass from the clean features ``acts``: z ~ q(z|x) (its mean if ``z_mean``), then zn ~ p(zn|z,

@@ -82,6 +82,12 @@ def level_map(level, feat):
     return level.view(b, 1, 1, 1).expand(b, 1, h, w)
 
 
+def noise_std(noise, eps=1e-8):
+    """Per-image std of ``noise`` over channels and pixels, as (B, 1, 1, 1) and at least ``eps``: the measure of the
+    degradation level (std(y - x) of a pair)."""
+    return noise.flatten(1).std(dim=1).clamp_min(eps).view(-1, 1, 1, 1)
+
+
 class RDB(nn.Module):
     """The basic block f / g of Eq. (15)-(19): one residual dense block (BasicSR's, growth 32, init scale 0.1)."""
 
