@@ -41,11 +41,18 @@ def load_plugins(extra_modules=()):
     return loaded
 
 
+def launcher_argv(argv):
+    """``argv`` with ``--local-rank`` (what ``torch.distributed.launch`` passes since torch 2.0) spelt as BasicSR's
+    ``--local_rank``, which is all BasicSR 1.4.2 accepts; both ``--local-rank N`` and ``--local-rank=N``."""
+    return ['--local_rank' + arg[len('--local-rank'):] if arg == '--local-rank' or arg.startswith('--local-rank=')
+            else arg for arg in argv]
+
+
 def _run_basicsr_pipeline(pipeline_name, prog, argv):
     """Run BasicSR's own train or test pipeline with ``argv`` as its command line, rooted at the current folder."""
     module = importlib.import_module(f'basicsr.{pipeline_name}')
     old_argv = sys.argv
-    sys.argv = [prog] + list(argv)
+    sys.argv = [prog] + launcher_argv(argv)
     try:
         getattr(module, f'{pipeline_name}_pipeline')(os.getcwd())
     finally:

@@ -31,8 +31,11 @@ TEST_IMAGES = ('rocket.jpg', 'ihc.png')
 DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
 STAGES = 7
 # how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
-# (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq)
-DEMO_GENERATE = {'residual': 'level', 'temperature': 'auto'}
+# (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq); on the simulated
+# camera `mean` beats `level` on KLD and downstream (benchmarks/RESULTS.md), on real pairs `level` wins
+DEMO_GENERATE = {'residual': 'mean', 'temperature': 'auto'}
+# SeNM-VAE iterations of the demo: options/senm_cpu.yml's recipe, cut to fit the demo's 10 minutes
+DEMO_SENM_ITERS = 600
 # share of real pairs in the mixed training sets of the denoisers
 REAL_RATIO = 0.5
 
@@ -307,16 +310,18 @@ def train_senmvae(senm, folders, lmdb_root, out, iters, seed):
     for key, name in (('dataroot_paired_gt', 'paired_gt'), ('dataroot_paired_lq', 'paired_lq'),
                       ('dataroot_source', 'source'), ('dataroot_target', 'target')):
         data[key] = os.path.join(lmdb_root, f'{name}.lmdb')
-    senm['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
+    senm['datasets']['val'].update(name='demo_test', dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'],
+                                   io_backend={'type': 'disk'})
     root = _train(senm, out, iters, seed)
     return root, os.path.join(out, 'options', f'{senm["name"]}.yml')
 
 
-def evaluate_noise_model(folders, model, network_opt, out, seed, temperature):
-    """``basicsr evaluate noise`` of the demo SeNM-VAE on the test pairs, sampled as DEMO_GENERATE says at the
-    ``temperature`` fitted by generate; returns the report."""
+def evaluate_noise_model(folders, model, network_opt, out, seed, temperature, sampling=None):
+    """``basicsr evaluate noise`` of the demo SeNM-VAE on the test pairs, sampled as ``sampling`` (default
+    DEMO_GENERATE) says at the ``temperature`` fitted by generate; returns the report."""
     from senm_plugin import evaluate
-    flags = [f'--residual={DEMO_GENERATE["residual"]}'] if DEMO_GENERATE.get('residual') else []
+    sampling = sampling or DEMO_GENERATE
+    flags = [f'--residual={sampling["residual"]}'] if sampling.get('residual') else []
     code = evaluate.main([
         'noise', '--clean', folders['test_gt'], '--real', folders['test_lq'], '--model', model, '--network-opt',
         network_opt, '--out', out, '--seed',
@@ -328,9 +333,9 @@ def evaluate_noise_model(folders, model, network_opt, out, seed, temperature):
         return json.load(f)
 
 
-def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed):
-    """``basicsr generate`` on the clean-only LMDB with DEMO_GENERATE (temperature fitted on the paired LMDBs);
-    returns the manifest."""
+def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed, sampling=None):
+    """``basicsr generate`` on the clean-only LMDB sampled as ``sampling`` (default DEMO_GENERATE; temperature
+    fitted on the paired LMDBs); returns the manifest."""
     from senm_plugin.generate import run_generate
     return run_generate({
         'model': os.path.join(senm_root, 'models', 'net_g_latest.pth'),
@@ -344,23 +349,24 @@ def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed):
         'overwrite': True,
         'calibrate': [os.path.join(lmdb_root, 'paired_gt.lmdb'),
                       os.path.join(lmdb_root, 'paired_lq.lmdb')],
-        **DEMO_GENERATE
+        **(sampling or DEMO_GENERATE)
     })
 
 
-def run_pipeline(folders, facts, out, iters, den_iters, seed):
+def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None):
     """Stages 2-7 on the image folders of ``make_demo_data``'s layout (any real data cut the same way, too):
-    prepare, SeNM-VAE, generate, Gaussian pairs, three denoisers, noise evaluation; returns the summary dict (the
-    caller adds its run time as ``seconds``)."""
+    prepare, SeNM-VAE, generate (sampled as ``sampling``, default DEMO_GENERATE), Gaussian pairs, three denoisers,
+    noise evaluation; returns the summary dict (the caller adds its run time as ``seconds``)."""
+    sampling = sampling or DEMO_GENERATE
     _stage(2, 'basicsr prepare folders: the three domains as LMDBs')
     lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), seed)
 
     _stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
-    senm_root, senm_opt = train_senmvae(_load_template('demo_senm.yml'), folders, lmdb_root, out, iters, seed)
+    senm_root, senm_opt = train_senmvae(_load_template('senm_cpu.yml'), folders, lmdb_root, out, iters, seed)
 
     _stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
     synth = os.path.join(out, 'synthetic')
-    manifest = generate_synthetic(senm_root, senm_opt, lmdb_root, synth, seed)
+    manifest = generate_synthetic(senm_root, senm_opt, lmdb_root, synth, seed, sampling)
     temperature = manifest['settings']['temperature']
 
     _stage(5, 'Gaussian noise fitted on the real pairs, on the same clean-only crops (the textbook alternative)')
@@ -376,13 +382,14 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed):
 
     _stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
     senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
-    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), seed, temperature)
+    report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), seed, temperature,
+                                  sampling)
     keys = ('label', 'kld', 'akld', 'noise_std_8bit')
     return {
         'data': facts,
         'iters': {'senm': iters, 'denoiser': den_iters},
         'synthetic_pairs': len(manifest['images']),
-        'generate': {**DEMO_GENERATE, 'temperature_fitted': temperature},
+        'generate': {**sampling, 'temperature_fitted': temperature},
         'noise': {k: {key: v[key] for key in keys} for k, v in report['metrics'].items()},
         'real_noise_std_8bit': report['real_noise_std_8bit'],
         'denoise': {
@@ -403,11 +410,12 @@ def write_summary(summary, out, title='basicsr demo'):
     return text
 
 
-def default_iters(iters, den_iters, quick=False):
-    """(SeNM-VAE, ScaoedNet) iterations: as given, else 10 each for a quick run, else the option templates'."""
+def default_iters(iters, den_iters, quick=False, senm_iters=None):
+    """(SeNM-VAE, ScaoedNet) iterations: as given, else 10 each for a quick run, else ``senm_iters`` (the demo's
+    DEMO_SENM_ITERS; None: options/senm_cpu.yml's) and the denoiser template's."""
     if quick:
         return 10, 10
-    return (iters or _load_template('demo_senm.yml')['train']['total_iter'],
+    return (iters or senm_iters or _load_template('senm_cpu.yml')['train']['total_iter'],
             den_iters or _load_template('demo_scaoednet.yml')['train']['total_iter'])
 
 
@@ -415,13 +423,13 @@ def main(argv=None):
     """Run the demo; returns 0 on success."""
     parser = argparse.ArgumentParser(prog='basicsr demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=os.path.join('results', 'demo'), help='output folder (default results/demo)')
-    parser.add_argument('--iters', type=int, help='SeNM-VAE training iterations (default: options/demo_senm.yml)')
+    parser.add_argument('--iters', type=int, help=f'SeNM-VAE training iterations (default {DEMO_SENM_ITERS})')
     parser.add_argument('--denoiser-iters', type=int,
                         help='ScaoedNet training iterations (default: options/demo_scaoednet.yml)')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10 iterations each, fewer crops')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    iters, den_iters = default_iters(args.iters, args.denoiser_iters, args.quick)
+    iters, den_iters = default_iters(args.iters, args.denoiser_iters, args.quick, DEMO_SENM_ITERS)
     if iters < 1 or den_iters < 1:
         parser.error('--iters and --denoiser-iters must be >= 1')
     out = os.path.abspath(args.out)

@@ -24,7 +24,7 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
         assert f'==> {k}/7' in proc.stdout
     out = tmp_path / 'demo'
     summary = json.loads((out / 'summary.json').read_text())
-    assert set(summary['noise']) == {'generated', 'gaussian', 'poisson_gaussian'}
+    assert set(summary['noise']) == {'generated', 'gaussian', 'poisson_gaussian', 'gaussian_per_image'}
     assert all(np.isfinite(v['kld']) and v['kld'] >= 0 for v in summary['noise'].values())
     den = summary['denoise']
     assert 0 < den['noisy_psnr'] < 40
@@ -37,6 +37,7 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     # the verdict says in words how the learned model fared against each baseline and for the denoiser
     verdict = text.split('## Verdict')[1].split('##')[0]
     assert 'Gaussian (fitted)' in verdict and 'Poisson-Gaussian (fitted)' in verdict
+    assert 'Gaussian (per-image sigma)' in verdict
     assert 'synthetic pairs lifted the denoiser' in verdict or 'synthetic pairs did NOT lift' in verdict
     assert len(list((out / 'gaussian' / 'lq').iterdir())) == summary['data']['source']
     for name in ('grid.png', 'histogram.png', 'noise_level.png', 'report.md', 'report.json'):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import folder_to_lmdb, run_basicsr, write_pairs
+from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
 from senm_plugin.checkpoint import CheckpointError, atomic_save, extract_state_dict, safe_load
 
 
@@ -104,14 +104,21 @@ def test_help_lists_the_verbs(tmp_path):
     assert bad.returncode == 2 and 'unknown verb "frobnicate"' in bad.stderr
 
 
-@pytest.mark.parametrize('backend', ['disk', 'lmdb'])
-def test_train_saves_checkpoints_validates_and_test_reloads(tmp_path, backend):
+def test_launcher_argv_accepts_both_local_rank_spellings():
+    from senm_plugin.cli import launcher_argv
+    assert launcher_argv(['-opt', 'x.yml', '--local-rank=3']) == ['-opt', 'x.yml', '--local_rank=3']
+    assert launcher_argv(['--local-rank', '1', '--auto_resume']) == ['--local_rank', '1', '--auto_resume']
+    assert launcher_argv(['--local_rank', '2', '--local-ranks']) == ['--local_rank', '2', '--local-ranks']
+
+
+@pytest.mark.parametrize('backend, rank_flag', [('disk', ['--local-rank=0']), ('lmdb', ['--local_rank', '0'])])
+def test_train_saves_checkpoints_validates_and_test_reloads(tmp_path, backend, rank_flag):
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
     if backend == 'lmdb':
         gt_dir = folder_to_lmdb(gt_dir, str(tmp_path / 'data' / 'gt.lmdb'))
         lq_dir = folder_to_lmdb(lq_dir, str(tmp_path / 'data' / 'lq.lmdb'))
     opt = write_yaml(tmp_path / 'train.yml', tiny_option('tiny', gt_dir, lq_dir, backend))
-    run_basicsr(['train', '-opt', opt], cwd=str(tmp_path))
+    run_basicsr(['train', '-opt', opt] + rank_flag, cwd=str(tmp_path))  # torch.distributed.launch's spellings
     exp = tmp_path / 'experiments' / 'tiny'
     assert sorted(os.listdir(exp / 'models')) == ['net_g_4.pth', 'net_g_8.pth', 'net_g_latest.pth']
     assert sorted(os.listdir(exp / 'training_states')) == ['4.state', '8.state']
@@ -258,3 +265,23 @@ def test_bare_and_basicsr_state_dicts_both_load():
     assert list(extract_state_dict(wrapped, 'params_ema')) == list(bare)
     with pytest.raises(CheckpointError, match='not a bare state dict'):
         extract_state_dict({'net': 3, 'epoch': 1})
+
+
+def test_every_option_file_names_registered_classes_that_build():
+    import glob
+    import yaml
+    from basicsr.archs import build_network
+    from basicsr.utils.registry import MODEL_REGISTRY
+    files = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*.yml')))
+    assert any(f.endswith('senm_cpu.yml') for f in files)
+    for path in files:
+        with open(path) as f:
+            opt = yaml.safe_load(f)
+        if 'model_type' in opt:
+            assert opt['model_type'] in MODEL_REGISTRY, path
+        for key in [k for k in opt if k.startswith('network_')]:
+            if isinstance(opt[key], str):  # generate's network_g may name another option file
+                assert os.path.isfile(os.path.join(REPO_ROOT, opt[key])), (path, key)
+                continue
+            net = build_network(dict(opt[key]))
+            assert sum(p.numel() for p in net.parameters()) > 0, (path, key)
