@@ -27,6 +27,7 @@ setup(
         'lmdb',
         'opencv-python',
         'lpips',
+        'safetensors',
         'addict',
         'pyyaml',
         'tqdm',

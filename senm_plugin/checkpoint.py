@@ -1,4 +1,10 @@
-"""Checkpoint files: atomic writing and safe, explicit loading of network weights and training states."""
+"""Checkpoint files: atomic writing and safe, explicit loading of network weights and training states.
+
+Network weights are read and written as ``.pth`` (torch pickles, loaded with ``weights_only``) or ``.safetensors``,
+chosen by the file's extension. A BasicSR file ``{'params': sd, 'params_ema': sd}`` is stored in safetensors as the
+flat keys ``params/<name>``, ``params_ema/<name>`` with ``format: basicsr`` in the header; a bare state dict as it is.
+Training states (optimizer and scheduler states) stay ``.state`` torch files.
+"""
 import os
 import pickle
 import tempfile
@@ -15,6 +21,38 @@ class NonFiniteWeightsError(CheckpointError):
     """Weights with NaN or infinity, which are never written to a checkpoint."""
 
 
+SAFETENSORS_EXT = '.safetensors'
+
+
+def is_safetensors(path):
+    return str(path).endswith(SAFETENSORS_EXT)
+
+
+def to_safetensors(obj):
+    """(flat tensors, header metadata) of a bare state dict or a BasicSR ``{param_key: state dict}`` file."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f'safetensors holds state dicts only, not a {type(obj).__name__}')
+    if all(torch.is_tensor(v) for v in obj.values()):
+        return {k: v.detach().contiguous().clone() for k, v in obj.items()}, {'format': 'state_dict'}
+    flat = {}
+    for key, state in obj.items():
+        if not (isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())):
+            raise CheckpointError(f'safetensors holds state dicts only; entry {key!r} is not one')
+        flat.update({f'{key}/{k}': v.detach().contiguous().clone() for k, v in state.items()})
+    return flat, {'format': 'basicsr', 'param_keys': ','.join(obj)}
+
+
+def from_safetensors(flat, metadata):
+    """Inverse of ``to_safetensors``."""
+    if (metadata or {}).get('format') != 'basicsr':
+        return flat
+    out = {key: {} for key in metadata['param_keys'].split(',')}
+    for name, tensor in flat.items():
+        key, _, rest = name.partition('/')
+        out[key][rest] = tensor
+    return out
+
+
 def atomic_save(obj, path):
     """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
 
@@ -25,7 +63,12 @@ def atomic_save(obj, path):
     fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+            if is_safetensors(path):
+                from safetensors.torch import save
+                flat, metadata = to_safetensors(obj)
+                f.write(save(flat, metadata=metadata))
+            else:
+                torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -36,10 +79,18 @@ def atomic_save(obj, path):
 
 
 def safe_load(path, map_location='cpu'):
-    """``torch.load`` with ``weights_only=True`` and an error that names the file when it is unusable."""
+    """``torch.load`` with ``weights_only=True`` (or safetensors by extension) and an error that names the file when
+    it is unusable."""
     if not os.path.isfile(path):
         raise CheckpointError(f'Checkpoint not found: {path}')
     try:
+        if is_safetensors(path):
+            from safetensors import SafetensorError, safe_open
+            try:
+                with safe_open(path, framework='pt', device=str(torch.device(map_location))) as f:
+                    return from_safetensors({k: f.get_tensor(k) for k in f.keys()}, f.metadata())
+            except SafetensorError as err:
+                raise ValueError(str(err)) from err
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         raise CheckpointError(f'Cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, '

@@ -84,7 +84,7 @@ def _patch_resume():
     keep in their state. Load resume states with ``weights_only=True`` onto the run's device and allow Counter."""
     import basicsr.train as basicsr_train
     from basicsr.utils import check_resume, scandir
-    from .checkpoint import safe_load
+    from .checkpoint import SAFETENSORS_EXT, safe_load
 
     if hasattr(torch.serialization, 'add_safe_globals'):
         torch.serialization.add_safe_globals([collections.Counter])
@@ -109,6 +109,10 @@ def _patch_resume():
         device = _default_device() if opt.get('num_gpu', 0) != 0 else torch.device('cpu')
         resume_state = safe_load(resume_state_path, map_location=device)
         check_resume(opt, resume_state['iter'])
+        for key, path in list(opt['path'].items()):  # BasicSR names .pth files; a run may have saved safetensors
+            if key.startswith('pretrain_network_') and isinstance(path, str) and path.endswith('.pth') \
+                    and not os.path.isfile(path) and os.path.isfile(path[:-len('.pth')] + SAFETENSORS_EXT):
+                opt['path'][key] = path[:-len('.pth')] + SAFETENSORS_EXT
         return resume_state
 
     basicsr_train.load_resume_state = load_resume_state
@@ -138,6 +142,7 @@ def _patch_base_model():
         if get_dist_info()[0] != 0:
             return
         label = 'latest' if current_iter == -1 else current_iter
+        file_name = f'{net_label}_{label}{_weights_ext(self.opt)}'
         nets = net if isinstance(net, list) else [net]
         keys = param_key if isinstance(param_key, list) else [param_key]
         assert len(nets) == len(keys), 'The lengths of net and param_key should be the same.'
@@ -148,9 +153,9 @@ def _patch_base_model():
             bad = [k for k, v in save_dict[key].items() if v.is_floating_point() and not torch.isfinite(v).all()]
             if bad:
                 raise NonFiniteWeightsError(
-                    f'refusing to save {net_label}_{label}.pth: {len(bad)} non-finite tensors ({", ".join(bad[:3])}'
+                    f'refusing to save {file_name}: {len(bad)} non-finite tensors ({", ".join(bad[:3])}'
                     f'{", ..." if len(bad) > 3 else ""}); the earlier checkpoints are kept as they were')
-        atomic_save(save_dict, os.path.join(self.opt['path']['models'], f'{net_label}_{label}.pth'))
+        atomic_save(save_dict, os.path.join(self.opt['path']['models'], file_name))
 
     def save_training_state(self, epoch, current_iter):
         from basicsr.utils.dist_util import get_dist_info
@@ -176,6 +181,14 @@ def _patch_base_model():
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
     BaseModel.load_network = load_network
+
+
+def _weights_ext(opt):
+    """File extension of saved network weights: ``logger.save_format`` pth (default) or safetensors."""
+    fmt = (opt.get('logger') or {}).get('save_format', 'pth')
+    if fmt not in ('pth', 'safetensors'):
+        raise ValueError(f'logger.save_format must be pth or safetensors, got {fmt!r}')
+    return '.' + fmt
 
 
 _LMDB_ENVS = {}
