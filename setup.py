@@ -38,7 +38,7 @@ setup(
         'matplotlib',
         'ninja',  # torch.utils.cpp_extension builds the CPU Winograd kernel with it
     ],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'onnx', 'onnxruntime'], 'onnx': ['onnx', 'onnxruntime']},
     entry_points={'console_scripts': ['basicsr=senm_plugin.cli:main']},
     license='Apache-2.0',
 )

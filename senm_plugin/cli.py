@@ -98,6 +98,8 @@ VERBS = {
                  _lazy('senm_plugin.generate', 'main')),
     'evaluate': ('score a noise model against real pairs: evaluate noise ... (see --help)',
                  _lazy('senm_plugin.evaluate', 'main')),
+    'export': ('export ScaoedNet or SeNM-VAE translate: export onnx --model M --arch A --out F.onnx (see --help)',
+               _lazy('senm_plugin.export', 'main')),
 }
 
 

@@ -179,7 +179,7 @@ class FMMA(nn.Module):
     def forward(self, x, g):
         feat = self.head(x)
         dem = self.DEM(g)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.jit.is_tracing():  # the per-image fast path below is not batch-agnostic
             mixed = self.cat(torch.cat((self.CIG_CA(feat), self.CIG_SA(feat)), dim=1))
             return mixed * dem + x
         return torch.addcmul(x, self._fsm_no_cat(feat), dem)
