@@ -32,6 +32,7 @@ from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_im
 from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, read_meta_info, remove_path, write_json_atomic
 from senm_plugin.data.noise_sim import sample_sidd_levels
 from senm_plugin.data.sidd import safe_key
+from senm_plugin.shard import Shard
 
 MANIFEST = 'manifest.json'
 STAGING = '_staging'
@@ -468,14 +469,23 @@ def run_generate(cfg, progress=True, _stop_after=None):
     """
     cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
     _check_config(cfg)
-    device = resolve_device(cfg['device'])
+    shard = Shard()  # under torchrun: this rank's share of the images
+    try:
+        return _run_generate(cfg, shard, progress, _stop_after)
+    finally:
+        shard.close()
+
+
+def _run_generate(cfg, shard, progress, _stop_after):
+    device = shard.device(resolve_device(cfg['device']))
     mode, arg = parse_levels(cfg['levels'])
     seed, fmt, out = int(cfg['seed']), cfg['format'], cfg['out']
     images = ImageSet(cfg['input'], '--input')
     net = load_senmvae(cfg['model'], cfg['network_g'], device, cfg['param_key'])
     calibration = None
     if cfg['temperature'] == 'auto':
-        cfg['temperature'], calibration = calibrate_temperature(net, cfg, seed, device)
+        cfg['temperature'], calibration = shard.share(calibrate_temperature(net, cfg, seed, device)
+                                                      if shard.main else None)
 
     settings = {
         'model': osp.abspath(cfg['model']),
@@ -500,10 +510,12 @@ def run_generate(cfg, progress=True, _stop_after=None):
             raise GenerateError(f'--levels {cfg["levels"]}: the noise-level network was not found '
                                 f'{"at " + level_path if level_path else "beside --model"}; pass --level-model '
                                 '(the net_le_<iter>.pth saved with the SeNM-VAE checkpoint)')
-        real = ImageSet(arg, '--levels estimate')
-        level_net = load_level_net(level_path, level_net_options(cfg), device, cfg['param_key'])
-        estimates = estimate_levels(level_net, real, int(cfg['batch_size']), device)
-        real.close()
+        if shard.main:
+            real = ImageSet(arg, '--levels estimate')
+            level_net = load_level_net(level_path, level_net_options(cfg), device, cfg['param_key'])
+            estimates = estimate_levels(level_net, real, int(cfg['batch_size']), device)
+            real.close()
+        estimates = shard.share(estimates)
         settings.update(level_model=osp.abspath(level_path), level_model_sha256=file_sha256(level_path),
                         level_pick=cfg['level_pick'])
         settings['estimates'] = {'source': osp.abspath(arg), 'count': len(estimates),
@@ -516,7 +528,7 @@ def run_generate(cfg, progress=True, _stop_after=None):
 
     os.makedirs(out, exist_ok=True)
     inputs = [cfg['input']] + ([arg] if mode == 'estimate' else []) + list(cfg['calibrate'] or [])
-    previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']), inputs)
+    previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']), inputs) if shard.main else None
     gt_root, lq_root, stage = _outputs(out, fmt)
     manifest = {
         'tool': 'basicsr generate',
@@ -530,29 +542,36 @@ def run_generate(cfg, progress=True, _stop_after=None):
         'images': [{'key': k, 'name': n, 'index': i, 'level': float(lv), 'size': list(map(int, s))}
                    for i, (k, n, lv, s) in enumerate(zip(images.keys, images.names, levels, images.shapes))],
     }
-    if previous and previous.get('complete') and _finished(out, fmt, images.keys, fingerprint):
-        remove_path(osp.join(out, STAGING))
-        print(f'basicsr generate: {out} is already complete ({len(images)} pairs)')
-        return previous
-    write_json_atomic(osp.join(out, MANIFEST), manifest)
-
+    if shard.share(bool(previous and previous.get('complete') and _finished(out, fmt, images.keys, fingerprint))
+                   if shard.main else None):
+        if shard.main:
+            remove_path(osp.join(out, STAGING))
+            print(f'basicsr generate: {out} is already complete ({len(images)} pairs)')
+        return previous or manifest
     stage_gt, stage_lq = osp.join(stage, 'gt'), osp.join(stage, 'lq')
-    os.makedirs(stage_gt, exist_ok=True)
-    os.makedirs(stage_lq, exist_ok=True)
-    for folder in (stage_gt, stage_lq):
-        for name in os.listdir(folder):
-            if name.endswith('.tmp'):
-                os.remove(osp.join(folder, name))  # left by an interrupted write
+    if shard.main:
+        write_json_atomic(osp.join(out, MANIFEST), manifest)
+        os.makedirs(stage_gt, exist_ok=True)
+        os.makedirs(stage_lq, exist_ok=True)
+        for folder in (stage_gt, stage_lq):
+            for name in os.listdir(folder):
+                if name.endswith('.tmp'):
+                    os.remove(osp.join(folder, name))  # left by an interrupted write
+    shard.barrier()
 
     def done(i):
         key = images.keys[i]
         return osp.isfile(osp.join(stage_gt, key + '.png')) and osp.isfile(osp.join(stage_lq, key + '.png'))
 
-    todo = [i for i in range(len(images)) if not done(i)]
+    mine = shard.mine(range(len(images)))
+    todo = [i for i in mine if not done(i)]
+    if shard.world > 1:
+        print(f'basicsr generate: rank {shard.rank} of {shard.world}: {len(todo)} of its {len(mine)} images to do '
+              f'({len(images)} in all)', flush=True)
     bar = None
-    if progress:
+    if progress and shard.main:  # rank 0's share stands for the whole run's progress
         from tqdm import tqdm
-        bar = tqdm(total=len(images), initial=len(images) - len(todo), desc='generate', unit='img')
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc='generate', unit='img')
     written = 0
     for batch in shape_batches(images.shapes, todo, int(cfg['batch_size'])):
         if _stop_after is not None and written >= _stop_after:
@@ -571,6 +590,9 @@ def run_generate(cfg, progress=True, _stop_after=None):
     if bar is not None:
         bar.close()
     images.close()
+    shard.barrier()
+    if not shard.main:
+        return manifest  # rank 0 checks the whole output, builds the LMDBs and completes the manifest
     missing = [i for i in range(len(images)) if not done(i)]
     if missing:
         print(f'basicsr generate: stopped with {len(missing)} of {len(images)} images left; run again to resume')

@@ -211,3 +211,24 @@ def test_out_of_range_options_and_non_finite_output_are_refused(setup, tmp_path)
     with pytest.raises(GenerateError, match=r'non-finite values for 000, 001 .*temperature 1e\+30'):
         run_generate(_cfg(setup, tmp_path / 'c', temperature=1e30, levels='fixed:0.05'), progress=False)
     assert not os.listdir(tmp_path / 'c' / 'lq')  # nothing written for it
+
+
+def test_two_processes_under_torchrun_write_what_one_process_writes(setup, tmp_path):
+    import subprocess
+    import sys
+    args = ['--model', setup['model'], '--input', setup['clean'], '--network-opt', NET_OPT, '--level-network-opt',
+            json.dumps(TINY_LEVEL_OPT), '--levels', f'estimate:{setup["noisy"]}', '--device', 'cpu',
+            '--batch-size', '2', '--seed', '3']
+    assert main(args + ['--out', str(tmp_path / 'one')]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m',
+                           'senm_plugin.generate'] + args + ['--out', str(tmp_path / 'two')],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank, share in ((0, 3), (1, 2)):  # 5 images: every second one each
+        assert f'rank {rank} of 2: {share} of its {share} images to do (5 in all)' in proc.stdout, proc.stdout
+    for name in ('gt.lmdb', 'lq.lmdb'):
+        assert _lmdb_records(str(tmp_path / 'one' / name)) == _lmdb_records(str(tmp_path / 'two' / name)), name
+    one, two = (json.load(open(tmp_path / d / 'manifest.json')) for d in ('one', 'two'))
+    assert two['complete'] and one['fingerprint'] == two['fingerprint'] and one['images'] == two['images']
+    assert not os.path.exists(tmp_path / 'two' / '_staging')
