@@ -60,7 +60,11 @@ def atomic_save(obj, path):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
+    prefix = f'.{os.path.basename(path)}.'
+    for name in os.listdir(folder):  # left by a save that was killed: never a whole file, never read
+        if name.startswith(prefix) and name.endswith('.tmp'):
+            os.remove(os.path.join(folder, name))
+    fd, tmp_path = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as f:
             if is_safetensors(path):
@@ -71,6 +75,9 @@ def atomic_save(obj, path):
                 torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the mode open() would give it
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

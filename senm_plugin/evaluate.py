@@ -224,6 +224,11 @@ def _jsonable(obj):
     return obj
 
 
+def _cell(text):
+    """``text`` safe inside a Markdown table cell (a ``|`` would start a new column)."""
+    return str(text).replace('|', '\\|').replace('\n', ' ')
+
+
 def _fmt(value, digits=4):
     return '-' if value is None or not math.isfinite(value) else f'{value:.{digits}f}'
 
@@ -232,7 +237,7 @@ def summary_table(report):
     """The metrics as a Markdown table (lower is better everywhere)."""
     lines = ['| noise model | KLD | AKLD | FID | noise std (8-bit) |', '|---|---|---|---|---|']
     for m in report['metrics'].values():
-        lines.append(f'| {m["label"]} | {_fmt(m["kld"])} | {_fmt(m["akld"])} | {_fmt(m["fid"], 2)} | '
+        lines.append(f'| {_cell(m["label"])} | {_fmt(m["kld"])} | {_fmt(m["akld"])} | {_fmt(m["fid"], 2)} | '
                      f'{_fmt(m["noise_std_8bit"], 2)} |')
     lines.append(f'| real noise | 0 | 0 | 0 | {_fmt(report["real_noise_std_8bit"], 2)} |')
     return '\n'.join(lines)

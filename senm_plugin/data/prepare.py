@@ -117,6 +117,9 @@ def plan_folders(args):
     """Jobs and split record for ``prepare folders``: each given domain from its folder(s), whole or cropped."""
     if bool(args.paired_gt) != bool(args.paired_lq):
         raise PrepareError('--paired-gt and --paired-lq must be given together')
+    if args.paired_gt and osp.realpath(args.paired_gt) == osp.realpath(args.paired_lq):
+        raise PrepareError(f'--paired-gt and --paired-lq are the same folder ({args.paired_gt}): the clean and the '
+                           'noisy images of the pairs must be in two folders')
     if not (args.paired_gt or args.source or args.target):
         raise PrepareError('give at least one of --paired-gt/--paired-lq, --source, --target')
     if args.crop is None and args.crops_per_image is not None:

@@ -1,0 +1,50 @@
+"""Faults and bad input: each ends in one clear message, and no input or earlier output changes."""
+import os
+import stat
+
+import numpy as np
+import torch
+
+from conftest import write_pairs
+from senm_plugin.checkpoint import atomic_save, safe_load
+from senm_plugin.data import prepare
+from senm_plugin.evaluate import evaluate_noise
+
+
+def test_checkpoints_get_the_umask_mode_and_killed_saves_are_cleaned(tmp_path):
+    path = tmp_path / 'net_g_4.pth'
+    stale = tmp_path / '.net_g_4.pth.abc123.tmp'  # what a kill during the save leaves
+    stale.write_bytes(b'')
+    other = tmp_path / '.net_g_8.pth.def456.tmp'  # another file's temp: not ours to remove
+    other.write_bytes(b'')
+    old = os.umask(0o022)
+    try:
+        atomic_save({'params': {'w': torch.ones(2)}}, str(path))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # as BasicSR's torch.save writes it, not mkstemp's 0600
+    assert not stale.exists() and other.exists()
+    assert torch.equal(safe_load(str(path))['params']['w'], torch.ones(2))
+
+
+def test_a_pipe_in_the_label_does_not_break_the_report_table(tmp_path):
+    rng = np.random.default_rng(0)
+    clean = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    noisy = [np.clip(x + rng.normal(0, 10, x.shape), 0, 255).astype(np.uint8) for x in clean]
+    evaluate_noise(clean, noisy, noisy, str(tmp_path / 'r'), label='ours | v2', verbose=False,
+                   fid_weights=str(tmp_path / 'none.pth'))
+    lines = (tmp_path / 'r' / 'report.md').read_text().splitlines()
+    row = [line for line in lines if 'ours' in line and line.startswith('|')][0]
+    header = [line for line in lines if line.startswith('|') and 'KLD' in line][0]
+    assert row.startswith('| ours \\| v2 |')
+    assert row.replace('\\|', '').count('|') == header.count('|')  # as many cells as the header
+
+
+def test_prepare_refuses_one_folder_as_both_sides_of_the_pairs(tmp_path, capsys):
+    gt_dir, _ = write_pairs(str(tmp_path / 'pairs'), num=2)
+    before = sorted(os.listdir(gt_dir))
+    code = prepare.main(['folders', '--paired-gt', gt_dir, '--paired-lq', gt_dir + os.sep, '--out',
+                         str(tmp_path / 'out')])
+    err = capsys.readouterr().err
+    assert code != 0 and 'are the same folder' in err and 'Traceback' not in err
+    assert sorted(os.listdir(gt_dir)) == before and not os.path.exists(tmp_path / 'out')
