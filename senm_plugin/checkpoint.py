@@ -101,8 +101,8 @@ def safe_load(path, map_location='cpu'):
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as err:
         raise CheckpointError(f'Cannot read checkpoint {path} ({os.path.getsize(path)} bytes): it is truncated, '
-                              f'corrupt, or holds objects other than tensors and plain containers. '
-                              f'Delete it (an --auto_resume run then uses the previous one) or re-download it. '
+                              f'corrupt (a run killed while saving it, an interrupted download), or holds objects '
+                              f'other than tensors and plain containers. '
                               f'Cause: {type(err).__name__}: {err}') from err
 
 

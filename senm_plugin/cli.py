@@ -61,11 +61,11 @@ def _run_basicsr_pipeline(pipeline_name, prog, argv):
 
 
 def _train(argv):
-    from .checkpoint import NonFiniteWeightsError
+    from .checkpoint import CheckpointError
     from .models.senmvae_model import TrainingDivergedError
     try:
         return _run_basicsr_pipeline('train', 'basicsr train', argv)
-    except (TrainingDivergedError, NonFiniteWeightsError) as err:
+    except (TrainingDivergedError, CheckpointError) as err:
         # a diverged run is an outcome to report, not a bug to trace (--debug still shows the traceback)
         if '--debug' in argv:
             raise

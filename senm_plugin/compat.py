@@ -91,6 +91,7 @@ def _patch_resume():
 
     def load_resume_state(opt):
         resume_state_path = None
+        device = _default_device() if opt.get('num_gpu', 0) != 0 else torch.device('cpu')
         if opt['auto_resume']:
             state_dir = opt['path'].get('training_states') or os.path.join('experiments', opt['name'],
                                                                            'training_states')
@@ -99,14 +100,13 @@ def _patch_resume():
                     int(v[:-len('.state')]) for v in scandir(state_dir, suffix='.state', recursive=False)
                     if v[:-len('.state')].isdigit()
                 ]
-                if states:
-                    resume_state_path = os.path.join(state_dir, f'{max(states)}.state')
+                resume_state_path = _newest_complete_state(opt, state_dir, sorted(states, reverse=True))
+                if resume_state_path is not None:
                     opt['path']['resume_state'] = resume_state_path
         elif opt['path'].get('resume_state'):
             resume_state_path = opt['path']['resume_state']
         if resume_state_path is None:
             return None
-        device = _default_device() if opt.get('num_gpu', 0) != 0 else torch.device('cpu')
         resume_state = safe_load(resume_state_path, map_location=device)
         check_resume(opt, resume_state['iter'])
         for key, path in list(opt['path'].items()):  # BasicSR names .pth files; a run may have saved safetensors
@@ -116,6 +116,38 @@ def _patch_resume():
         return resume_state
 
     basicsr_train.load_resume_state = load_resume_state
+
+
+def _newest_complete_state(opt, state_dir, iters):
+    """The newest ``<iter>.state`` of ``iters`` (newest first) that reads and whose network files (``.pth`` or
+    ``.safetensors``) all read too; older ones are taken, with a warning, when the newest are incomplete (a run
+    killed while saving, a file lost)."""
+    import logging
+    from .checkpoint import SAFETENSORS_EXT, CheckpointError, safe_load
+    ignored = opt['path'].get('ignore_resume_networks') or []
+    labels = [k.replace('network_', '') for k in opt if k.startswith('network_') and k not in ignored]
+    skipped = []
+    for it in iters:
+        state_path = os.path.join(state_dir, f'{it}.state')
+        try:
+            safe_load(state_path)
+            for label in labels:
+                path = os.path.join(opt['path']['models'], f'net_{label}_{it}.pth')
+                if not os.path.isfile(path) and os.path.isfile(path[:-len('.pth')] + SAFETENSORS_EXT):
+                    path = path[:-len('.pth')] + SAFETENSORS_EXT
+                safe_load(path)
+        except CheckpointError as err:
+            skipped.append(f'{it}.state ({str(err).splitlines()[0][:200]})')
+            continue
+        if skipped:
+            logging.getLogger('basicsr').warning(
+                f'--auto_resume: skipped incomplete checkpoints {"; ".join(skipped)}; resuming from {it}.state')
+            print(f'basicsr train: --auto_resume skipped {len(skipped)} incomplete checkpoint(s) '
+                  f'({", ".join(s.split()[0] for s in skipped)}); resuming from iteration {it}', file=sys.stderr)
+        return state_path
+    if skipped:
+        raise CheckpointError(f'--auto_resume: no complete checkpoint in {state_dir}: {"; ".join(skipped)}')
+    return None
 
 
 def _patch_base_model():

@@ -48,3 +48,27 @@ def test_prepare_refuses_one_folder_as_both_sides_of_the_pairs(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code != 0 and 'are the same folder' in err and 'Traceback' not in err
     assert sorted(os.listdir(gt_dir)) == before and not os.path.exists(tmp_path / 'out')
+
+
+def test_auto_resume_falls_back_past_a_truncated_network_file(tmp_path):
+    from conftest import run_basicsr
+    from test_foundation import tiny_option, write_yaml
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
+    path = write_yaml(tmp_path / 'train.yml', tiny_option('fb', gt_dir, lq_dir, total_iter=4, save_freq=2))
+    run_basicsr(['train', '-opt', path], cwd=str(tmp_path))
+    exp = tmp_path / 'experiments' / 'fb'
+    broken = exp / 'models' / 'net_g_4.pth'
+    broken.write_bytes(broken.read_bytes()[:100])  # killed while saving; 4.state itself is intact
+    proc = run_basicsr(['train', '-opt', path, '--auto_resume', '--force_yml', 'train:total_iter=6'],
+                       cwd=str(tmp_path))
+    assert 'skipped 1 incomplete checkpoint(s) (4.state); resuming from iteration 2' in proc.stderr
+    log = sorted(exp.glob('train_fb_*.log'))[-1].read_text()
+    assert 'Resuming training from epoch' in log and 'iter: 2.' in log and str(exp / 'models' / 'net_g_2.pth') in log
+    assert (exp / 'models' / 'net_g_6.pth').is_file()
+    # with no complete checkpoint left, one line names them, and no traceback
+    for name in ('net_g_2.pth', 'net_g_4.pth', 'net_g_6.pth'):  # 4 was saved again by the resumed run
+        (exp / 'models' / name).write_bytes(b'')
+    failed = run_basicsr(['train', '-opt', path, '--auto_resume', '--force_yml', 'train:total_iter=8'],
+                         cwd=str(tmp_path), check=False)
+    assert failed.returncode == 1 and 'Traceback' not in failed.stderr
+    assert 'no complete checkpoint' in failed.stderr and '6.state' in failed.stderr
