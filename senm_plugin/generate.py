@@ -28,6 +28,7 @@ import torch.nn.functional as F
 import yaml
 
 from senm_plugin.checkpoint import CheckpointError, load_network_weights
+from senm_plugin.data.fileutil import content_stamp
 from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_images, read_bgr8
 from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, read_meta_info, remove_path, write_json_atomic
 from senm_plugin.data.noise_sim import sample_sidd_levels
@@ -438,7 +439,7 @@ def _prepare_out(out, fingerprint, fmt, overwrite, inputs=()):
         if manifest.get('fingerprint') == fingerprint:
             return manifest
         if not overwrite:
-            raise GenerateError(f'--out {out} holds a generation made with other settings (see {path}); '
+            raise GenerateError(f'--out {out} holds a generation made with other settings or inputs (see {path}); '
                                 'use another --out or --overwrite to replace it')
     elif osp.isdir(out) and os.listdir(out):
         raise GenerateError(f'--out {out} is not empty and holds no {MANIFEST} of basicsr generate, so nothing there '
@@ -524,7 +525,10 @@ def _run_generate(cfg, shard, progress, _stop_after):
     levels = plan_levels(mode, arg, len(images), seed, estimates, cfg['level_pick'])
     # checkpoints count by content (their sha256), not by path: a moved checkpoint still resumes
     identity = {k: v for k, v in settings.items() if k not in ('model', 'level_model')}
-    fingerprint = hashlib.sha256(json.dumps([identity, images.names], sort_keys=True).encode()).hexdigest()[:16]
+    content = content_stamp(images.files if images.files is not None else
+                            [osp.join(images.path, n) for n in ('data.mdb', 'meta_info.txt')])
+    fingerprint = hashlib.sha256(json.dumps([identity, images.names, content],
+                                            sort_keys=True).encode()).hexdigest()[:16]
 
     os.makedirs(out, exist_ok=True)
     inputs = [cfg['input']] + ([arg] if mode == 'estimate' else []) + list(cfg['calibrate'] or [])

@@ -3,6 +3,7 @@ import os
 import stat
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import write_pairs
@@ -72,3 +73,35 @@ def test_auto_resume_falls_back_past_a_truncated_network_file(tmp_path):
                          cwd=str(tmp_path), check=False)
     assert failed.returncode == 1 and 'Traceback' not in failed.stderr
     assert 'no complete checkpoint' in failed.stderr and '6.state' in failed.stderr
+
+
+def _edit_image(path):
+    """Replace an image's pixels (and move its modification time on, as any edit would)."""
+    import cv2
+    img = cv2.imread(path)
+    cv2.imwrite(path, 255 - img)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_an_edited_input_is_not_kept_as_finished(tmp_path, capsys):
+    import json
+    from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
+    from senm_plugin.generate import GenerateError, run_generate
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'pairs'), num=3, size=24)
+    args = ['folders', '--paired-gt', gt_dir, '--paired-lq', lq_dir, '--out', str(tmp_path / 'lmdb'), '--workers', '1']
+    assert prepare.main(args) == 0
+    capsys.readouterr()
+    assert prepare.main(args) == 0 and 'finished and verified, kept' in capsys.readouterr().out
+    _edit_image(os.path.join(gt_dir, '001.png'))
+    assert prepare.main(args) != 0
+    assert 'prepared with other settings or inputs' in capsys.readouterr().err
+    assert prepare.main(args + ['--overwrite']) == 0
+
+    model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
+    cfg = {'model': model, 'input': gt_dir, 'out': str(tmp_path / 'gen'), 'network_g': json.dumps(TINY_SENMVAE_OPT),
+           'network_le': TINY_LEVEL_OPT, 'format': 'png', 'device': 'cpu', 'levels': 'fixed:0.05'}
+    run_generate(cfg, progress=False)
+    _edit_image(os.path.join(gt_dir, '002.png'))
+    with pytest.raises(GenerateError, match='holds a generation made with other settings'):
+        run_generate(cfg, progress=False)

@@ -16,6 +16,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
+from senm_plugin.data.fileutil import content_stamp
 from senm_plugin.data.image_io import ImageError, image_hw, list_images, match_pairs, read_bgr8
 from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, write_json_atomic
 from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, load_sidd_val, safe_key
@@ -257,6 +258,8 @@ def _map_size(jobs, names):
 def build_lmdbs(out_dir, names, jobs, record, workers=1, overwrite=False, compress_level=1, desc='prepare'):
     """Write the LMDBs ``names`` from ``jobs`` into ``out_dir``; keeps verified finished ones; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
+    if not isinstance(jobs, _Lazy):  # the inputs' content counts too: an edited image gives another fingerprint
+        record = dict(record, content=content_stamp(sorted({p for job in jobs for p in job['files'].values() if p})))
     fp = fingerprint(record)
     status = {name: finished_status(osp.join(out_dir, f'{name}.lmdb'), fp) for name in names}
     other = [osp.join(out_dir, f'{n}.lmdb') for n in names if status[n] == 'other']
