@@ -223,9 +223,6 @@ def _weights_ext(opt):
     return '.' + fmt
 
 
-_LMDB_ENVS = {}
-
-
 def _patch_lmdb_backend():
     """``basicsr/utils/file_client.py`` ``LmdbBackend`` opens one environment per dataset; py-lmdb >= 1.5 refuses to
     open the same environment twice in one process ("already open in this process"), e.g. when training and
@@ -233,7 +230,7 @@ def _patch_lmdb_backend():
     from basicsr.utils.file_client import LmdbBackend
 
     def __init__(self, db_paths, client_keys='default', readonly=True, lock=False, readahead=False, **kwargs):
-        import lmdb
+        from senm_plugin.data.lmdb_io import shared_env
         client_keys = [client_keys] if isinstance(client_keys, str) else list(client_keys)
         self.db_paths = [str(v) for v in (db_paths if isinstance(db_paths, list) else [db_paths])]
         assert len(client_keys) == len(self.db_paths), ('client_keys and db_paths should have the same length, '
@@ -243,10 +240,7 @@ def _patch_lmdb_backend():
             if not os.path.isfile(os.path.join(path, 'data.mdb')):
                 raise FileNotFoundError(f'LMDB not found: {path} (no data.mdb). Create it with `basicsr prepare` '
                                         f'(see datasets/README.md) or fix the dataroot option.')
-            key = (os.getpid(), os.path.realpath(path), readonly, lock, readahead, tuple(sorted(kwargs.items())))
-            if key not in _LMDB_ENVS:
-                _LMDB_ENVS[key] = lmdb.open(path, readonly=readonly, lock=lock, readahead=readahead, **kwargs)
-            self._client[client] = _LMDB_ENVS[key]
+            self._client[client] = shared_env(path, readonly, lock, readahead, **kwargs)
 
     LmdbBackend.__init__ = __init__
 

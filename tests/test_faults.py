@@ -105,3 +105,31 @@ def test_an_edited_input_is_not_kept_as_finished(tmp_path, capsys):
     _edit_image(os.path.join(gt_dir, '002.png'))
     with pytest.raises(GenerateError, match='holds a generation made with other settings'):
         run_generate(cfg, progress=False)
+
+
+def test_lmdb_faults_are_found_when_the_dataset_is_built_and_by_prepare_verify(tmp_path, capsys):
+    import lmdb
+    from senm_plugin.data.lmdb_io import close_shared_envs
+    from senm_plugin.data.tri_domain_dataset import TriDomainDataset
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'pairs'), num=3, size=24)
+    out = tmp_path / 'lmdb'
+    assert prepare.main(['folders', '--paired-gt', gt_dir, '--paired-lq', lq_dir, '--out', str(out)]) == 0
+    assert prepare.main(['--verify', str(out)]) == 0
+    assert capsys.readouterr().out.count('ok: ') == 2
+    opt = {'phase': 'train', 'gt_size': 16, 'use_hflip': False, 'use_rot': False, 'io_backend': {'type': 'lmdb'},
+           'dataroot_paired_gt': str(out / 'paired_gt.lmdb'), 'dataroot_paired_lq': str(out / 'paired_lq.lmdb')}
+    assert len(TriDomainDataset(opt)) > 0
+    close_shared_envs()  # the faults below are made by a writer
+    env = lmdb.open(str(out / 'paired_lq.lmdb'), map_size=2**26)
+    with env.begin(write=True) as txn:
+        txn.delete(b'001')  # meta_info.txt still lists it
+    env.close()
+    with pytest.raises(ValueError, match=r"dataroot_paired_lq: 1 of the 3 keys .*paired_lq.lmdb.*\['001'\]"):
+        TriDomainDataset(opt)
+    close_shared_envs()
+    env = lmdb.open(str(out / 'paired_gt.lmdb'), map_size=2**26)
+    with env.begin(write=True) as txn:
+        txn.put(b'001', b'not a png')  # a middle key: only the whole check finds it
+    env.close()
+    assert prepare.main(['verify', str(out / 'paired_gt.lmdb')]) == 1
+    assert 'key 001: the value does not decode as an image' in capsys.readouterr().err

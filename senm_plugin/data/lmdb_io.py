@@ -12,6 +12,46 @@ from os import path as osp
 
 DONE_MARKER = 'prepare_done.json'
 META_INFO = 'meta_info.txt'
+_ENVS = {}
+
+
+def shared_env(path, readonly=True, lock=False, readahead=False, **kwargs):
+    """One read-only environment per LMDB path and process (py-lmdb >= 1.5 refuses to open one twice)."""
+    import lmdb
+    key = (os.getpid(), osp.realpath(path), readonly, lock, readahead, tuple(sorted(kwargs.items())))
+    if key not in _ENVS:
+        _ENVS[key] = lmdb.open(str(path), readonly=readonly, lock=lock, readahead=readahead, **kwargs)
+    return _ENVS[key]
+
+
+def close_shared_envs():
+    """Close this process's shared environments (before the same process rewrites one of those LMDBs)."""
+    for env in _ENVS.values():
+        env.close()
+    _ENVS.clear()
+
+
+def verify_lmdb(path, entries, key='dataroot', decode='ends'):
+    """Check that every entry of ``meta_info.txt`` (``read_meta_info``) is in the LMDB and that values decode to
+    the listed size: the first and last (``decode='ends'``, cheap enough for every dataset built) or all of them
+    (``'all'``, ``basicsr prepare --verify``). Raises ValueError naming the option, the LMDB and the key."""
+    import cv2
+    import numpy as np
+    if not osp.isfile(osp.join(path, 'data.mdb')):
+        raise FileNotFoundError(f'{key}: {path} has a {META_INFO} but no data.mdb (not a finished LMDB)')
+    with shared_env(path).begin() as txn:
+        cursor = txn.cursor()
+        missing = [k for k, _ in entries if not cursor.set_key(k.encode())]
+        if missing:
+            raise ValueError(f'{key}: {len(missing)} of the {len(entries)} keys that {path}/{META_INFO} lists are not '
+                             f'in the LMDB, e.g. {missing[:3]}; rebuild it with basicsr prepare')
+        for k, shape in (entries if decode == 'all' else [entries[0], entries[-1]]):
+            img = cv2.imdecode(np.frombuffer(txn.get(k.encode()), np.uint8), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise ValueError(f'{key}: {path}, key {k}: the value does not decode as an image (corrupt LMDB)')
+            if tuple(img.shape[:2]) != tuple(shape[:2]):
+                raise ValueError(f'{key}: {path}, key {k}: the image is {img.shape[:2]} but {META_INFO} says '
+                                 f'{tuple(shape[:2])}')
 
 
 def read_meta_info(lmdb_path, key='dataroot'):

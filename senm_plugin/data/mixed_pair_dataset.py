@@ -9,7 +9,7 @@ from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
                                        match_pairs)
-from senm_plugin.data.lmdb_io import read_meta_info
+from senm_plugin.data.lmdb_io import read_meta_info, verify_lmdb
 from senm_plugin.data.tri_domain_dataset import domain_schedule
 
 
@@ -126,6 +126,8 @@ class MixedPairDataset(data.Dataset):
         if backend == 'lmdb':
             gt = read_meta_info(gt_root, f'{name} dataroot_gt')
             lq = read_meta_info(lq_root, f'{name} dataroot_lq')
+            verify_lmdb(gt_root, gt, f'{name} dataroot_gt')
+            verify_lmdb(lq_root, lq, f'{name} dataroot_lq')
             lq_shapes = dict(lq)
             gt_names, lq_names = match_pairs([k for k, _ in gt], [k for k, _ in lq], gt_root, lq_root)
             for k, shape in gt:

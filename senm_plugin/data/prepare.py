@@ -18,7 +18,8 @@ import numpy as np
 
 from senm_plugin.data.fileutil import content_stamp
 from senm_plugin.data.image_io import ImageError, image_hw, list_images, match_pairs, read_bgr8
-from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, write_json_atomic
+from senm_plugin.data.lmdb_io import (META_INFO, LmdbBuild, finished_status, read_meta_info, verify_lmdb,
+                                      write_json_atomic)
 from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, load_sidd_val, safe_key
 
 SPLIT_FILE = 'split.json'
@@ -363,12 +364,45 @@ def _parser():
     p.add_argument('--crops-per-image', type=int, help='crops per image with --crop (default 1)')
     p.add_argument('--seed', type=int, default=0, help='fixes the crops and the split')
     common(p)
+    p = sub.add_parser('verify', help='check LMDBs whole: every key of meta_info.txt present and decoding to its '
+                       'size (also: basicsr prepare --verify DIR)')
+    p.add_argument('dirs', nargs='+', help='LMDBs, or folders holding *.lmdb')
     return parser
+
+
+def verify(dirs):
+    """``basicsr prepare verify``: check every LMDB in ``dirs`` whole; returns the LMDB paths checked."""
+    lmdbs = []
+    for d in dirs:
+        if osp.isfile(osp.join(d, META_INFO)):
+            lmdbs.append(d)
+        elif osp.isdir(d):
+            found = sorted(osp.join(d, n) for n in os.listdir(d) if n.endswith('.lmdb'))
+            if not found:
+                raise PrepareError(f'{d} is neither an LMDB (no {META_INFO}) nor a folder holding *.lmdb')
+            lmdbs += found
+        else:
+            raise PrepareError(f'{d} does not exist')
+    for path in lmdbs:
+        entries = read_meta_info(path, 'verify')
+        verify_lmdb(path, entries, 'verify', decode='all')
+        print(f'ok: {path} ({len(entries)} images, every key present and decoding to its listed size)')
+    return lmdbs
 
 
 def main(argv=None):
     """Entry point of ``basicsr prepare``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['--verify']:
+        argv[0] = 'verify'
     args = _parser().parse_args(argv)
+    if args.what == 'verify':
+        try:
+            verify(args.dirs)
+        except (PrepareError, ValueError, FileNotFoundError) as err:
+            print(f'basicsr prepare verify: error: {err}', file=sys.stderr)
+            return 1
+        return 0
     for name in ('crop', 'crops_per_image', 'workers'):
         value = getattr(args, name, None)
         if value is not None and value < 1:

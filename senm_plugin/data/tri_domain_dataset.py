@@ -10,7 +10,7 @@ from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
 from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
                                        match_pairs)
-from senm_plugin.data.lmdb_io import read_meta_info
+from senm_plugin.data.lmdb_io import read_meta_info, verify_lmdb
 
 PAIRED, SOURCE, TARGET = 0, 1, 2
 DOMAIN_NAMES = ('paired', 'source', 'target')
@@ -139,11 +139,13 @@ class TriDomainDataset(data.Dataset):
         gt_root, lq_root = self.opt[gt_key], self.opt[lq_key]
         if self.backend == 'lmdb':
             gt = read_meta_info(gt_root, gt_key)
+            verify_lmdb(gt_root, gt, gt_key)  # now, not hours into training when a sample is drawn
             self._check_lmdb_sizes(gt, gt_root)
             gt_names = [k for k, _ in gt]
             if d != PAIRED:
                 return gt_names, gt_names, gt_root, gt_root
             lq = read_meta_info(lq_root, lq_key)
+            verify_lmdb(lq_root, lq, lq_key)
             lq_names, lq_shapes = [k for k, _ in lq], dict(lq)
             gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
             for k, shape in gt:
