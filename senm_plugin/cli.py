@@ -63,6 +63,14 @@ def _run_basicsr_pipeline(pipeline_name, prog, argv):
 def _train(argv):
     from .checkpoint import CheckpointError
     from .models.senmvae_model import TrainingDivergedError
+    from .option_check import check_option_file, forced_keys
+    if '-opt' in argv[:-1]:
+        path = argv[argv.index('-opt') + 1]
+        problems = check_option_file(path, forced_keys(argv))
+        for problem in problems:  # before any data is read or network built
+            print(f'basicsr train: error: {path}: {problem}', file=sys.stderr)
+        if problems:
+            return 2
     try:
         return _run_basicsr_pipeline('train', 'basicsr train', argv)
     except (TrainingDivergedError, CheckpointError) as err:

@@ -133,3 +133,41 @@ def test_lmdb_faults_are_found_when_the_dataset_is_built_and_by_prepare_verify(t
     env.close()
     assert prepare.main(['verify', str(out / 'paired_gt.lmdb')]) == 1
     assert 'key 001: the value does not decode as an image' in capsys.readouterr().err
+
+
+def test_a_broken_option_file_stops_train_before_any_work(tmp_path):
+    import yaml
+    from conftest import run_basicsr
+    from test_foundation import tiny_option, write_yaml
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
+    opt = tiny_option('broken', gt_dir, lq_dir)
+    opt['model_type'] = 'SRModle'
+    opt['network_g']['type'] = 'SRVGGNetCompakt'
+    opt['train']['total_iter'] = 'eight'
+    opt['train']['optim_g']['lr'] = '1e-3'
+    opt['datasets']['val']['dataroot_lq'] = str(tmp_path / 'missing')
+    opt['num_gpu'] = 99
+    proc = run_basicsr(['train', '-opt', write_yaml(tmp_path / 'b.yml', opt)], cwd=str(tmp_path), check=False)
+    err = proc.stderr
+    assert proc.returncode == 2 and 'Traceback' not in err
+    for expected in ("model_type 'SRModle' is not registered; did you mean SRModel?",
+                     "network_g.type: network type 'SRVGGNetCompakt' is not registered; did you mean SRVGGNetCompact?",
+                     "train.total_iter: expected an integer, got 'eight'",
+                     "train.optim_g.lr: expected a number, got '1e-3' (str); write 1e-3 as !!float 1e-3",
+                     f"datasets.val.dataroot_lq: {tmp_path / 'missing'} does not exist",
+                     'num_gpu: 99 but this machine has'):
+        assert expected in err, (expected, err)
+    assert err.count('basicsr train: error:') == 6
+    assert not (tmp_path / 'experiments').exists()  # nothing started
+    # --force_yml may fix a key; then only the rest is reported
+    opt = tiny_option('forced', gt_dir, lq_dir)
+    opt['train']['total_iter'] = 'eight'
+    proc = run_basicsr(['train', '-opt', write_yaml(tmp_path / 'f.yml', opt), '--force_yml', 'train:total_iter=2'],
+                       cwd=str(tmp_path), check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp_path / 'empty.yml').write_text('')
+    (tmp_path / 'bad.yml').write_text('name: [unclosed\n')
+    for name, message in (('empty.yml', 'expected a mapping of options'), ('bad.yml', 'not valid YAML')):
+        proc = run_basicsr(['train', '-opt', str(tmp_path / name)], cwd=str(tmp_path), check=False)
+        assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
+    assert yaml  # the option files above are YAML written by yaml.safe_dump
