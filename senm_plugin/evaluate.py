@@ -17,6 +17,7 @@ from os import path as osp
 import cv2
 import numpy as np
 
+from senm_plugin.data.fileutil import check_writable_dir
 from senm_plugin.data.image_io import ImageError
 from senm_plugin.data.lmdb_io import write_json_atomic
 from senm_plugin.generate import (MANIFEST, STREAM_LATENT, GenerateError, ImageSet, check_sampling_options,
@@ -442,6 +443,9 @@ def _parser():
 def run_noise(args):
     """``basicsr evaluate noise`` with parsed arguments; returns the report."""
     check_sampling_options(args.batch_size, args.seed, args.temperature, args.residual)
+    problem = check_writable_dir(args.out, '--out')
+    if problem:
+        raise EvaluateError(problem)
     if args.max_images is not None and args.max_images < 1:
         raise EvaluateError(f'--max-images must be >= 1, got {args.max_images}')
     if args.num_grid < 0:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import yaml
 
 from senm_plugin.checkpoint import CheckpointError, load_network_weights
-from senm_plugin.data.fileutil import content_stamp
+from senm_plugin.data.fileutil import check_writable_dir, content_stamp
 from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_images, read_bgr8
 from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, read_meta_info, remove_path, write_json_atomic
 from senm_plugin.data.noise_sim import sample_sidd_levels
@@ -391,6 +391,9 @@ def _check_config(cfg):
     for key in ('model', 'input', 'out'):
         if not cfg[key]:
             raise GenerateError(f'--{key} is required')
+    problem = check_writable_dir(cfg['out'], '--out')
+    if problem:
+        raise GenerateError(problem)
     if cfg['format'] not in ('lmdb', 'png'):
         raise GenerateError(f'--format {cfg["format"]!r}: use lmdb or png')
     if not 0 <= int(cfg['compress_level']) <= 9:

@@ -171,3 +171,31 @@ def test_a_broken_option_file_stops_train_before_any_work(tmp_path):
         proc = run_basicsr(['train', '-opt', str(tmp_path / name)], cwd=str(tmp_path), check=False)
         assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr
     assert yaml  # the option files above are YAML written by yaml.safe_dump
+
+
+@pytest.mark.parametrize('verb', ['generate', 'evaluate'])
+@pytest.mark.parametrize('kind', ['file', 'read-only'])
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, verb, kind):
+    from conftest import save_tiny_senmvae
+    from senm_plugin import evaluate, generate
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'pairs'), num=2)
+    if kind == 'file':
+        out = tmp_path / 'out.txt'
+        out.write_text('keep me')
+        expected = 'is a file, not a folder'
+    else:
+        parent = tmp_path / 'ro'
+        parent.mkdir(mode=0o555)
+        out = parent / 'out'
+        real_access = os.access  # root may write anywhere: answer as the kernel would for an ordinary user
+        monkeypatch.setattr(os, 'access', lambda p, mode: False if str(p) == str(parent) else real_access(p, mode))
+        expected = 'no permission to write'
+    if verb == 'generate':
+        model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
+        code = generate.main(['--model', model, '--input', gt_dir, '--out', str(out), '--levels', 'fixed:0.05'])
+    else:
+        code = evaluate.main(['noise', '--clean', gt_dir, '--real', lq_dir, '--generated', lq_dir, '--out', str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and expected in err and 'Traceback' not in err
+    if kind == 'file':
+        assert out.read_text() == 'keep me'
