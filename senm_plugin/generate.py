@@ -423,6 +423,9 @@ def check_sampling_options(batch_size, seed, temperature, residual, allow_auto=F
                             f'got {temperature}')
 
 
+LOCK = '.generate.lock'
+
+
 def _outputs(out, fmt):
     if fmt == 'png':
         return osp.join(out, 'gt'), osp.join(out, 'lq'), out
@@ -444,7 +447,7 @@ def _prepare_out(out, fingerprint, fmt, overwrite, inputs=()):
         if not overwrite:
             raise GenerateError(f'--out {out} holds a generation made with other settings or inputs (see {path}); '
                                 'use another --out or --overwrite to replace it')
-    elif osp.isdir(out) and os.listdir(out):
+    elif osp.isdir(out) and set(os.listdir(out)) - {LOCK}:
         raise GenerateError(f'--out {out} is not empty and holds no {MANIFEST} of basicsr generate, so nothing there '
                             'is ours to replace (--overwrite only replaces an earlier generation); choose an empty or '
                             'new folder')
@@ -474,13 +477,42 @@ def run_generate(cfg, progress=True, _stop_after=None):
     cfg = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
     _check_config(cfg)
     shard = Shard()  # under torchrun: this rank's share of the images
+    held = []  # the output folder's lock, once taken
     try:
-        return _run_generate(cfg, shard, progress, _stop_after)
+        return _run_generate(cfg, shard, progress, _stop_after, held)
     finally:
         shard.close()
+        for lock in held:
+            _unlock_out(lock)
 
 
-def _run_generate(cfg, shard, progress, _stop_after):
+def _lock_out(out):
+    """Hold ``out/LOCK`` for this run: a second ``basicsr generate`` into the same folder stops at once instead of
+    racing this one over the same files (the lock dies with its process, so a killed run leaves none behind)."""
+    import fcntl
+    os.makedirs(out, exist_ok=True)
+    f = open(osp.join(out, LOCK), 'a+')
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or 'another process'
+        f.close()
+        raise GenerateError(f'--out {out} is being written by another basicsr generate ({holder}); wait for it to '
+                            'finish (a re-run then finds its output) or stop it') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'pid {os.getpid()}')
+    f.flush()
+    return f
+
+
+def _unlock_out(f):
+    os.remove(f.name)  # still holding the lock: nobody else can have taken it meanwhile
+    f.close()
+
+
+def _run_generate(cfg, shard, progress, _stop_after, held):
     device = shard.device(resolve_device(cfg['device']))
     mode, arg = parse_levels(cfg['levels'])
     seed, fmt, out = int(cfg['seed']), cfg['format'], cfg['out']
@@ -534,6 +566,8 @@ def _run_generate(cfg, shard, progress, _stop_after):
                                             sort_keys=True).encode()).hexdigest()[:16]
 
     os.makedirs(out, exist_ok=True)
+    if shard.main:
+        held.append(_lock_out(out))
     inputs = [cfg['input']] + ([arg] if mode == 'estimate' else []) + list(cfg['calibrate'] or [])
     previous = _prepare_out(out, fingerprint, fmt, bool(cfg['overwrite']), inputs) if shard.main else None
     gt_root, lq_root, stage = _outputs(out, fmt)

@@ -199,3 +199,24 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypa
     assert code == 1 and expected in err and 'Traceback' not in err
     if kind == 'file':
         assert out.read_text() == 'keep me'
+
+
+def test_a_second_generate_into_the_same_out_stops_at_once(tmp_path):
+    import fcntl
+    import json
+    from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
+    from senm_plugin.generate import LOCK, GenerateError, run_generate
+    gt_dir, _ = write_pairs(str(tmp_path / 'pairs'), num=2, size=24)
+    model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
+    cfg = {'model': model, 'input': gt_dir, 'out': str(tmp_path / 'gen'), 'network_g': json.dumps(TINY_SENMVAE_OPT),
+           'network_le': TINY_LEVEL_OPT, 'format': 'png', 'device': 'cpu', 'levels': 'fixed:0.05'}
+    os.makedirs(tmp_path / 'gen')
+    with open(tmp_path / 'gen' / LOCK, 'w') as held:  # a first run holding the folder
+        held.write('pid 12345')
+        held.flush()
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(GenerateError, match=r'being written by another basicsr generate \(pid 12345\)'):
+            run_generate(cfg, progress=False)
+        assert os.listdir(tmp_path / 'gen') == [LOCK]  # nothing of the first run's touched
+    manifest = run_generate(cfg, progress=False)  # the lock released (or left by a killed run): it goes on
+    assert manifest['complete'] and not (tmp_path / 'gen' / LOCK).exists()
