@@ -126,25 +126,35 @@ def extract_state_dict(loaded, param_key='params', path='<checkpoint>'):
     return {(k[7:] if k.startswith('module.') else k): v for k, v in state.items()}
 
 
-def load_network_weights(net, path, param_key='params', strict=True):
-    """Load a checkpoint file into ``net`` with a clear error listing missing, unexpected and mis-shaped keys."""
-    state = extract_state_dict(safe_load(path), param_key, path)
+def check_state_matches(net, state, path):
+    """Raise a short CheckpointError (counts and the first few keys) when ``state`` does not fit ``net`` strictly."""
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if strict and (missing or unexpected or wrong_shape):
+    if missing or unexpected or wrong_shape:
         lines = [f'Checkpoint {path} does not match {type(net).__name__}:']
         if missing:
             lines.append(f'  {len(missing)} missing keys, e.g. {missing[:5]}')
         if unexpected:
             lines.append(f'  {len(unexpected)} unexpected keys, e.g. {unexpected[:5]}')
+        if wrong_shape:
+            lines.append(f'  {len(wrong_shape)} keys of another shape, e.g.')
         for k in wrong_shape[:5]:
             lines.append(f'  {k}: checkpoint {tuple(state[k].shape)}, network {tuple(own[k].shape)}')
         lines.append('Check the network options (e.g. num_feat, num_blocks) against the ones the checkpoint was '
                      'trained with, or load with strict_load: false.')
         raise CheckpointError('\n'.join(lines))
-    if not strict:
-        state = {k: v for k, v in state.items() if k not in wrong_shape}
+    return wrong_shape
+
+
+def load_network_weights(net, path, param_key='params', strict=True):
+    """Load a checkpoint file into ``net`` with a clear error listing missing, unexpected and mis-shaped keys."""
+    state = extract_state_dict(safe_load(path), param_key, path)
+    if strict:
+        check_state_matches(net, state, path)
+    else:
+        own = net.state_dict()
+        state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
     net.load_state_dict(state, strict=strict)
     return net

@@ -157,7 +157,7 @@ def _patch_base_model():
     import logging
     from basicsr.models.base_model import BaseModel
     from torch.nn.parallel import DataParallel, DistributedDataParallel
-    from .checkpoint import NonFiniteWeightsError, atomic_save, extract_state_dict, safe_load
+    from .checkpoint import NonFiniteWeightsError, atomic_save, check_state_matches, extract_state_dict, safe_load
 
     def model_to_device(self, net):
         net = net.to(self.device)
@@ -206,7 +206,10 @@ def _patch_base_model():
         state = extract_state_dict(safe_load(load_path), param_key, load_path)
         logging.getLogger('basicsr').info(f'Loading {type(net).__name__} model from {load_path}, '
                                           f'with param key: [{param_key}].')
-        self._print_different_keys_loading(net, state, strict)
+        if strict:  # a short error naming the first mismatches, not BasicSR's key-by-key log and torch's dump
+            check_state_matches(net, state, load_path)
+        else:
+            self._print_different_keys_loading(net, state, strict)
         net.load_state_dict(state, strict=strict)
 
     BaseModel.model_to_device = model_to_device

@@ -30,9 +30,10 @@ import yaml
 from senm_plugin.checkpoint import CheckpointError, load_network_weights
 from senm_plugin.data.fileutil import check_writable_dir, content_stamp
 from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_images, read_bgr8
-from senm_plugin.data.lmdb_io import LmdbBuild, finished_status, read_meta_info, remove_path, write_json_atomic
+from senm_plugin.data.lmdb_io import (LmdbBuild, finished_status, is_lmdb, read_meta_info, remove_path,
+                                      write_json_atomic)
 from senm_plugin.data.noise_sim import sample_sidd_levels
-from senm_plugin.data.sidd import safe_key
+from senm_plugin.data.sidd import key_clash, safe_key
 from senm_plugin.shard import Shard
 
 MANIFEST = 'manifest.json'
@@ -68,11 +69,6 @@ class GenerateError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------------ image sets
-def is_lmdb(path):
-    """True when ``path`` is an LMDB folder (holds ``data.mdb``)."""
-    return osp.isdir(path) and osp.isfile(osp.join(path, 'data.mdb'))
-
-
 class ImageSet:
     """The images of a folder or a BasicSR LMDB, by index: ``names``, output ``keys``, ``shapes`` (h, w), ``read``.
 
@@ -100,14 +96,11 @@ class ImageSet:
         except (ValueError, FileNotFoundError) as err:
             raise GenerateError(str(err)) from err
         self.keys = [safe_key(n) for n in self.names]
-        if len(set(self.keys)) != len(self.keys):
-            seen, dups = set(), []
-            for n, k in zip(self.names, self.keys):
-                if k in seen:
-                    dups.append(n)
-                seen.add(k)
-            raise GenerateError(f'{option}: names that clash once made LMDB-safe (e.g. a.png and a.jpg, or a.b and '
-                                f'a_b) in {path}: {dups[:5]}')
+        clash = key_clash(self.names, [osp.basename(f) for f in self.files] if self.files else None)
+        if clash:
+            raise GenerateError(f'{option}: {clash[0]} and {clash[1]} in {path} give the same LMDB key {clash[2]!r} '
+                                '(the extension is dropped, characters other than [A-Za-z0-9_-] become _); '
+                                'rename one')
 
     def __len__(self):
         return len(self.names)

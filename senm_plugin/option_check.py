@@ -46,6 +46,34 @@ def _check_datasets(opt, problems):
         for key in ('batch_size_per_gpu', 'gt_size'):
             if key in data:
                 _number(data[key], f'datasets.{phase}.{key}', problems, integer=True)
+        if isinstance(data.get('gt_size'), int) and not isinstance(data['gt_size'], bool) and data['gt_size'] > 0:
+            _check_patch_fits(phase, data, opt.get('scale') or 1, problems)
+
+
+def _smallest_image(root, limit=2000):
+    """(h, w, name) of the smallest image of a folder or LMDB (its first ``limit`` files, by header), or None."""
+    from senm_plugin.data.image_io import image_hw, list_images
+    from senm_plugin.data.lmdb_io import is_lmdb, read_meta_info
+    try:
+        if is_lmdb(root):
+            sizes = [(shape[0], shape[1], key) for key, shape in read_meta_info(root)]
+        else:
+            sizes = [(*image_hw(os.path.join(root, n)), n) for n in list_images(root, root)[:limit]]
+    except (OSError, ValueError):
+        return None  # unreadable data is the dataset's to report, with its own message
+    return min(sizes, key=lambda s: min(s[0], s[1])) if sizes else None
+
+
+def _check_patch_fits(phase, data, scale, problems):
+    """gt_size (and gt_size / scale on low-quality roots) must fit in every image the patches are cut from."""
+    for key, root in data.items():
+        if not key.startswith('dataroot') or not isinstance(root, str) or not os.path.isdir(root):
+            continue
+        need = data['gt_size'] if 'gt' in key else data['gt_size'] // max(int(scale), 1)
+        small = _smallest_image(root)
+        if small and min(small[0], small[1]) < need:
+            problems.append(f'datasets.{phase}.gt_size: {data["gt_size"]} does not fit {small[2]} in {key} '
+                            f'({small[0]}x{small[1]}); lower gt_size or remove the image')
 
 
 def _check_train(opt, problems):

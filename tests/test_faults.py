@@ -218,3 +218,19 @@ def test_a_second_generate_into_the_same_out_stops_at_once(tmp_path):
         assert os.listdir(tmp_path / 'gen') == [LOCK]  # nothing of the first run's touched
     manifest = run_generate(cfg, progress=False)  # the lock released (or left by a killed run): it goes on
     assert manifest['complete'] and not (tmp_path / 'gen' / LOCK).exists()
+
+
+def test_train_from_a_checkpoint_of_another_architecture_says_so_briefly(tmp_path):
+    from conftest import run_basicsr
+    from test_foundation import tiny_option, write_yaml
+    gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
+    other = tmp_path / 'other.pth'
+    torch.save({'params': {f'encoder.{k:02d}.weight': torch.zeros(4, 3, 3, 3) for k in range(40)}}, str(other))
+    opt = tiny_option('other', gt_dir, lq_dir, total_iter=2)
+    opt['path']['pretrain_network_g'] = str(other)
+    proc = run_basicsr(['train', '-opt', write_yaml(tmp_path / 'o.yml', opt)], cwd=str(tmp_path), check=False)
+    err = proc.stderr
+    assert proc.returncode == 1 and 'Traceback' not in err
+    assert f'Checkpoint {other} does not match SRVGGNetCompact' in err and '40 unexpected keys' in err
+    # the first few keys, not all of them (BasicSR would log every key and torch print every mismatch)
+    assert 'encoder.04.weight' in err and 'encoder.39.weight' not in err and 'missing keys' in err

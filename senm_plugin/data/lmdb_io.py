@@ -54,6 +54,11 @@ def verify_lmdb(path, entries, key='dataroot', decode='ends'):
                                  f'{tuple(shape[:2])}')
 
 
+def is_lmdb(path):
+    """True when ``path`` is an LMDB folder (holds ``data.mdb``)."""
+    return osp.isdir(path) and osp.isfile(osp.join(path, 'data.mdb'))
+
+
 def read_meta_info(lmdb_path, key='dataroot'):
     """Keys and (h, w, c) shapes listed in an LMDB's meta_info.txt; a missing/empty LMDB raises naming ``key``."""
     if not lmdb_path:

@@ -16,11 +16,11 @@ from os import path as osp
 import cv2
 import numpy as np
 
-from senm_plugin.data.fileutil import content_stamp
+from senm_plugin.data.fileutil import check_writable_dir, content_stamp
 from senm_plugin.data.image_io import ImageError, image_hw, list_images, match_pairs, read_bgr8
 from senm_plugin.data.lmdb_io import (META_INFO, LmdbBuild, finished_status, read_meta_info, verify_lmdb,
                                       write_json_atomic)
-from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, load_sidd_val, safe_key
+from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, key_clash, load_sidd_val, safe_key
 
 SPLIT_FILE = 'split.json'
 
@@ -145,10 +145,11 @@ def plan_folders(args):
         both = _image_sizes([f[0] for f in files] + [f[1] for f in files if f[1]])
         sizes, lq_sizes = both[:len(files)], both[len(files):] or None
         _check_images(files, sizes, lq_sizes, args.crop)
+        clash = key_clash([osp.splitext(osp.basename(f[0]))[0] for f in files], [f[0] for f in files])
+        if clash:
+            raise PrepareError(f'{domain}: {clash[0]} and {clash[1]} give the same LMDB key {clash[2]!r} (the name '
+                               'without its extension, other characters than [A-Za-z0-9_-] made _); rename one')
         prefixes = [safe_key(osp.splitext(osp.basename(f[0]))[0]) for f in files]
-        if len(set(prefixes)) != len(prefixes):
-            raise PrepareError(f'{domain}: two file names give the same LMDB key after removing the extension and '
-                               'non [A-Za-z0-9_-] characters; rename them')
         entries = record['domains'][domain] = {}
         for i, ((g, q), hw, prefix) in enumerate(zip(files, sizes, prefixes)):
             roles = {'gt': g, 'lq': q} if domain == 'paired' else {next(iter(lmdb_names)): g}
@@ -407,6 +408,10 @@ def main(argv=None):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise SystemExit(f'basicsr prepare: --{name.replace("_", "-")} must be >= 1, got {value}')
+    problem = check_writable_dir(args.out, '--out')
+    if problem:
+        print(f'basicsr prepare {args.what}: error: {problem}', file=sys.stderr)
+        return 1
     try:
         if args.what == 'sidd':
             jobs, record = plan_sidd(args)

@@ -20,6 +20,18 @@ def safe_key(text):
     return re.sub(r'[^A-Za-z0-9_-]', '_', text)
 
 
+def key_clash(stems, labels=None):
+    """The first two of ``stems`` that give one LMDB key, as ``(first label, second label, key)`` (labels default
+    to the stems, e.g. the files they came from); None when all keys differ."""
+    seen = {}
+    for n, label in zip(stems, labels or stems):
+        k = safe_key(n)
+        if k in seen:
+            return seen[k], label, k
+        seen[k] = label
+    return None
+
+
 def find_sidd_pairs(src):
     """Clean/noisy pairs of a SIDD-Medium sRGB folder (``src`` or ``src/Data``): list of dicts with absolute ``gt``
     and ``lq`` paths, paths ``rel_gt`` / ``rel_lq`` relative to ``src`` and a unique ``key`` such as ``0001_010``."""
