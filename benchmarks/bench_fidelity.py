@@ -6,7 +6,9 @@ and a denoiser trained on real pairs alone, on fitted-Gaussian + real pairs and 
 DIR holds real noisy/clean pairs matched by name: either ``DIR/gt`` + ``DIR/lq``, or one folder with a clean and a
 noisy suffix (``--clean-suffix _mean --noisy-suffix _real``, the defaults, fit the CC set of Nam et al., e.g. the
 ``Real_ccnoise_denoised_part`` folder of csjunxu/MCWNNM-ICCV2017). Every scene (pair) takes one role only, fixed by
-``--seed`` (``senm_plugin.data.scene_split``): ``--paired-scenes`` give the paired domain (``--paired-tiles`` of
+``--seed`` and ``--split`` (``senm_plugin.data.scene_split``; ``stratified``, the default, holds out one scene per
+condition and shows each held-out condition in the noisy-only role, as in the paper's setting; ``random`` shuffles
+all scenes): ``--paired-scenes`` give the paired domain (``--paired-tiles`` of
 their tiles), ``--source-scenes`` their clean tiles only, ``--target-scenes`` their noisy tiles only, and
 ``--test-scenes`` are held out for every score. Then the demo's pipeline runs on those tiles (``basicsr prepare
 folders``, SeNM-VAE with ``options/senm_cpu.yml`` (1,500 iterations), ``basicsr generate --residual level
@@ -23,7 +25,7 @@ import numpy as np
 
 from senm_plugin import demo
 from senm_plugin.data.image_io import list_images
-from senm_plugin.data.scene_split import split_scenes, tiles
+from senm_plugin.data.scene_split import SPLITS, split_scenes, tiles
 
 # generate options on real camera pairs: noise at the pairs' strength with the model's structure (RESULTS.md: on the
 # CC set `level` beats `mean` on KLD and AKLD; the demo's simulated camera prefers `mean`)
@@ -91,12 +93,14 @@ def main(argv=None):
     p.add_argument('--test-scenes', type=int, default=4)
     p.add_argument('--iters', type=int, help='SeNM-VAE iterations (default: options/senm_cpu.yml, 1,500)')
     p.add_argument('--denoiser-iters', type=int, help='ScaoedNet iterations (default: options/demo_scaoednet.yml)')
+    p.add_argument('--split', choices=SPLITS, default='stratified',
+                   help='how scenes get their roles (default stratified: held-out conditions have noisy-only scenes)')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
     start = time.time()
     pairs = find_pairs(args.pairs, args.clean_suffix, args.noisy_suffix)
     split = split_scenes(pairs, {'paired': args.paired_scenes, 'source': args.source_scenes,
-                                 'target': args.target_scenes, 'test': args.test_scenes}, args.seed)
+                                 'target': args.target_scenes, 'test': args.test_scenes}, args.seed, args.split)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     demo._stage(1, f'splitting {len(pairs)} scenes by role and cutting {args.tile}x{args.tile} tiles')
