@@ -29,6 +29,9 @@ TRAIN_IMAGES = ('astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.p
 TEST_IMAGES = ('rocket.jpg', 'ihc.png')
 # the demo camera: raw noise about as strong as a SIDD phone's at a high ISO (noisy crops ~24 dB PSNR)
 DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
+# each noisy capture is taken at a gain drawn log-uniformly from this range (as a user's photos span ISO settings);
+# (1, 1): every capture at DEMO_CAMERA's own ISO
+DEMO_GAINS = (1.0, 1.0)
 STAGES = 7
 # how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
 # (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq); on the simulated
@@ -61,14 +64,21 @@ def _random_crops(img, size, num, rng):
         yield img[top:top + size, left:left + size]
 
 
-def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=128, seed=0):
+def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=128, seed=0, gains=None):
     """Write the demo's camera-noise data as PNG folders under ``root``; returns ({name: folder}, facts).
 
     Crops of the training images are split into ``num_paired`` pairs, then halves of clean-only (source) and
     noisy-only (target) crops; the held-out images give the test pairs. One simulated sRGB camera
-    (``DEMO_CAMERA``) renders every image: clean ones without noise, noisy ones with raw noise.
+    (``DEMO_CAMERA``) renders every image: clean ones without noise, noisy ones with raw noise at a gain drawn from
+    ``gains`` (default DEMO_GAINS).
     """
     rng = np.random.default_rng(seed)
+    low, high = gains or DEMO_GAINS
+
+    def noisy(img):
+        gain = low if high == low else float(np.exp(rng.uniform(np.log(low), np.log(high))))
+        return capture_noisy(img, DEMO_CAMERA.at_gain(gain), rng)
+
     crops = [c for name in TRAIN_IMAGES for c in _random_crops(_read_sample(name), crop, crops_per_image, rng)]
     order = rng.permutation(len(crops))
     paired, rest = order[:num_paired], order[num_paired:]
@@ -83,18 +93,19 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
 
     for i in paired:
         write('paired', 'gt', i, render_clean(crops[i], DEMO_CAMERA))
-        write('paired', 'lq', i, capture_noisy(crops[i], DEMO_CAMERA, rng))
+        write('paired', 'lq', i, noisy(crops[i]))
     for i in source:
         write('source', 'gt', i, render_clean(crops[i], DEMO_CAMERA))
     for i in target:
-        write('target', 'lq', i, capture_noisy(crops[i], DEMO_CAMERA, rng))
+        write('target', 'lq', i, noisy(crops[i]))
     for j, name in enumerate(TEST_IMAGES):
         for k, c in enumerate(_random_crops(_read_sample(name), test_crop, 2, rng)):
             write('test', 'gt', 2 * j + k, render_clean(c, DEMO_CAMERA))
-            write('test', 'lq', 2 * j + k, capture_noisy(c, DEMO_CAMERA, rng))
+            write('test', 'lq', 2 * j + k, noisy(c))
     facts = {
         'shot': DEMO_CAMERA.shot,
         'read': DEMO_CAMERA.read,
+        'gains': [low, high],
         'paired': len(paired),
         'source': len(source),
         'target': len(target),
@@ -192,8 +203,10 @@ def _verdicts(summary):
 
 def _summary_markdown(summary, title='basicsr demo'):
     facts, noise, den = summary['data'], summary['noise'], summary['denoise']
-    camera = facts.get('camera') or (f'simulated sRGB pipeline (raw shot {facts["shot"]}, read {facts["read"]}; '
-                                     'Bayer mosaic, demosaicing, white balance, colour matrix, gamma)')
+    gains = facts.get('gains') or [1, 1]
+    gain_text = f', gain {gains[0]:g}-{gains[1]:g} per capture' if gains[0] != gains[1] else ''
+    camera = facts.get('camera') or (f'simulated sRGB pipeline (raw shot {facts["shot"]}, read {facts["read"]}'
+                                     f'{gain_text}; Bayer mosaic, demosaicing, white balance, colour matrix, gamma)')
     lines = [
         f'# {title}', '',
         f'Camera: {camera}. Data: {facts["paired"]} real pairs, {facts["source"]} clean-only and '

@@ -64,3 +64,13 @@ def test_camera_checks_its_parameters():
         Camera(shot=-1)
     with pytest.raises(ValueError, match='jpeg_quality'):
         Camera(jpeg_quality=101)
+
+
+def test_a_higher_gain_scales_the_raw_variances_and_the_noise():
+    cam = Camera(shot=0.004, read=1e-4)
+    high = cam.at_gain(4.0)
+    assert high.shot == pytest.approx(0.016) and high.read == pytest.approx(1.6e-3) and high.ccm == cam.ccm
+    # the read-noise-only part quadruples its std at gain 4 (variance x 16); noise of a mid-grey patch grows
+    assert noise_of(flat(120), high, 5).std() > 1.8 * noise_of(flat(120), cam, 5).std()
+    with pytest.raises(ValueError, match='gain must be > 0'):
+        cam.at_gain(0)

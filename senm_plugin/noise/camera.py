@@ -8,7 +8,7 @@ interpolates each colour from its neighbours) and between channels (the colour m
 per-pixel Gaussian and Poisson-Gaussian baselines no single-pixel model fits it exactly. The pipeline follows the
 unprocessing model of Brooks et al., "Unprocessing Images for Learned Raw Denoising" (CVPR 2019), simplified.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -33,6 +33,13 @@ class Camera:
             raise ValueError(f'Camera: shot and read must be >= 0, got {self.shot}, {self.read}')
         if not 0 <= self.jpeg_quality <= 100:
             raise ValueError(f'Camera: jpeg_quality must be in [0, 100], got {self.jpeg_quality}')
+
+    def at_gain(self, gain):
+        """The same camera at ``gain`` times its ISO: the signal is amplified by ``gain``, so in units of the output
+        the Poisson variance grows with ``gain`` and the read-noise variance with ``gain`` squared."""
+        if not gain > 0:
+            raise ValueError(f'Camera.at_gain: gain must be > 0, got {gain}')
+        return replace(self, shot=self.shot * gain, read=self.read * gain * gain)
 
 
 def unprocess(img_bgr, camera):
