@@ -48,6 +48,7 @@ DEFAULTS = {
     'levels': 'sidd-prior',
     'level_model': None,
     'level_pick': 'random',
+    'level_estimator': 'network',
     'temperature': 1.0,
     'normalize': False,
     'residual': False,
@@ -324,6 +325,24 @@ def estimate_levels(level_net, images, batch_size=8, device='cpu'):
     return np.clip(est, 0, None)
 
 
+def highpass_levels(cfg, source):
+    """``--level-estimator highpass``: levels of the real noisy images ``source`` from the high-pass estimate, scaled
+    on the ``--calibrate`` pairs (``senm_plugin.noise.level_estimate``); returns (levels in [0, 1] units, scale)."""
+    from senm_plugin.noise.level_estimate import fit_scale, highpass_sigma
+    if not cfg['calibrate'] or len(cfg['calibrate']) != 2:
+        raise GenerateError('--level-estimator highpass needs --calibrate CLEAN NOISY (real pairs to scale it on)')
+    try:
+        scale = fit_scale(*read_calibration_pairs(cfg))
+        real = ImageSet(source, '--levels estimate')
+        levels = np.array([scale * highpass_sigma(real.read(i)) / 255.0 for i in range(len(real))])
+    except ValueError as err:
+        raise GenerateError(f'--level-estimator highpass: {err}') from err
+    real.close()
+    print(f'--level-estimator highpass: scale {scale:.3g} fitted on the --calibrate pairs; levels of {len(levels)} '
+          f'images {levels.min() * 255:.2f}-{levels.max() * 255:.2f} (8-bit)', flush=True)
+    return levels, scale
+
+
 def plan_levels(mode, arg, num, seed, estimates=None, pick='random'):
     """One level per image: fixed; drawn from the SIDD prior; or taken from real images' estimates.
 
@@ -533,12 +552,18 @@ def _run_generate(cfg, shard, progress, _stop_after, held):
     if calibration is not None:
         settings['calibration'] = calibration
     estimates = None
-    if mode == 'estimate':
+    if mode == 'estimate' and cfg['level_estimator'] == 'highpass':
+        if shard.main:
+            estimates, scale = highpass_levels(cfg, arg)
+        estimates, scale = shard.share((estimates, scale) if shard.main else None)
+        settings.update(level_estimator='highpass', level_scale=scale, level_pick=cfg['level_pick'])
+    elif mode == 'estimate':
         level_path = cfg['level_model'] or level_model_beside(cfg['model'])
         if not level_path or not osp.isfile(level_path):
             raise GenerateError(f'--levels {cfg["levels"]}: the noise-level network was not found '
                                 f'{"at " + level_path if level_path else "beside --model"}; pass --level-model '
-                                '(the net_le_<iter>.pth saved with the SeNM-VAE checkpoint)')
+                                '(the net_le_<iter>.pth saved with the SeNM-VAE checkpoint), or use '
+                                '--level-estimator highpass')
         if shard.main:
             real = ImageSet(arg, '--levels estimate')
             level_net = load_level_net(level_path, level_net_options(cfg), device, cfg['param_key'])
@@ -547,6 +572,7 @@ def _run_generate(cfg, shard, progress, _stop_after, held):
         estimates = shard.share(estimates)
         settings.update(level_model=osp.abspath(level_path), level_model_sha256=file_sha256(level_path),
                         level_pick=cfg['level_pick'])
+    if estimates is not None:
         settings['estimates'] = {'source': osp.abspath(arg), 'count': len(estimates),
                                  'mean': float(estimates.mean()), 'min': float(estimates.min()),
                                  'max': float(estimates.max())}
@@ -654,9 +680,8 @@ def _run_generate(cfg, shard, progress, _stop_after, held):
     return manifest
 
 
-def calibrate_temperature(net, cfg, seed, device):
-    """``--temperature auto``: fit it on the real pairs ``--calibrate CLEAN NOISY``; returns (value, facts)."""
-    from senm_plugin.noise.calibration import fit_temperature
+def read_calibration_pairs(cfg):
+    """The real pairs of ``--calibrate CLEAN NOISY`` (matched by name) as two lists of uint8 BGR images."""
     clean_set, noisy_set = ImageSet(cfg['calibrate'][0], '--calibrate'), ImageSet(cfg['calibrate'][1], '--calibrate')
     noisy_index = {k: i for i, k in enumerate(noisy_set.keys)}
     common = [(i, noisy_index[k]) for i, k in enumerate(clean_set.keys) if k in noisy_index]
@@ -670,10 +695,17 @@ def calibrate_temperature(net, cfg, seed, device):
                                 f'{y.shape[:2]}')
     clean_set.close()
     noisy_set.close()
+    return clean, noisy
+
+
+def calibrate_temperature(net, cfg, seed, device):
+    """``--temperature auto``: fit it on the real pairs ``--calibrate CLEAN NOISY``; returns (value, facts)."""
+    from senm_plugin.noise.calibration import fit_temperature
+    clean, noisy = read_calibration_pairs(cfg)
     temperature, facts = fit_temperature(net, clean, noisy, cfg['residual'] or False, seed, device)
-    facts.update(pairs=len(common), clean=osp.abspath(cfg['calibrate'][0]), noisy=osp.abspath(cfg['calibrate'][1]),
+    facts.update(pairs=len(clean), clean=osp.abspath(cfg['calibrate'][0]), noisy=osp.abspath(cfg['calibrate'][1]),
                  temperature=temperature)
-    print(f'--temperature auto: {temperature:g}, the lowest AKLD ({facts["akld_at_fit"]:.4f}) on {len(common)} pairs '
+    print(f'--temperature auto: {temperature:g}, the lowest AKLD ({facts["akld_at_fit"]:.4f}) on {len(clean)} pairs '
           f'(noise std {facts["reached_std_8bit"]:.2f}, real {facts["target_std_8bit"]:.2f})', flush=True)
     return temperature, facts
 
@@ -706,6 +738,9 @@ def _parser():
     p.add_argument('--levels', help='sidd-prior (default) | fixed:<level> | estimate:<real noisy folder or LMDB>')
     p.add_argument('--level-model', help='noise-level net checkpoint for estimate: (default: net_le_<iter>.pth '
                    'beside --model)')
+    p.add_argument('--level-estimator', choices=('network', 'highpass'),
+                   help='estimate: levels from the noise-level network saved with the model (default, as the paper) '
+                   'or from a high-pass estimate scaled on the --calibrate pairs (follows levels beyond the pairs\')')
     p.add_argument('--level-pick', choices=('random', 'mean'),
                    help='estimate: give each image a random real image\'s level (default) or the mean level')
     p.add_argument('--temperature', type=_temperature,

@@ -136,6 +136,23 @@ def test_level_modes(setup, tmp_path):
     assert _png_bytes(tmp_path / 'f' / 'lq') != _png_bytes(tmp_path / 'm' / 'lq')
 
 
+def test_highpass_levels_need_pairs_and_follow_the_scaled_estimate(setup, tmp_path):
+    from senm_plugin.generate import ImageSet
+    from senm_plugin.noise.level_estimate import fit_scale, highpass_sigma
+    # the bare checkpoint has no net_le beside it: the high-pass estimator does not need one
+    cfg = _cfg(setup, tmp_path / 'h', model=setup['bare'], levels=f'estimate:{setup["noisy"]}',
+               level_estimator='highpass')
+    with pytest.raises(GenerateError, match='--level-estimator highpass needs --calibrate'):
+        run_generate(cfg, progress=False)
+    manifest = run_generate(dict(cfg, calibrate=[setup['clean'], setup['noisy']]), progress=False)
+    clean, noisy = ImageSet(setup['clean']), ImageSet(setup['noisy'])
+    scale = fit_scale([clean.read(i) for i in range(5)], [noisy.read(i) for i in range(5)])
+    expected = [scale * highpass_sigma(noisy.read(i)) / 255 for i in range(5)]
+    assert manifest['settings']['level_estimator'] == 'highpass'
+    assert manifest['settings']['level_scale'] == pytest.approx(scale)
+    assert all(np.isclose(expected, i['level']).any() for i in manifest['images'])
+
+
 def test_option_file_and_command_line(setup, tmp_path):
     opt = tmp_path / 'gen.yml'
     opt.write_text(yaml.safe_dump({'model': setup['bare'], 'input': setup['clean'], 'out': str(tmp_path / 'x'),
