@@ -16,8 +16,13 @@ setup(
     description='SeNM-VAE noise modelling and the ScaoedNet denoiser as a BasicSR plugin',
     long_description=long_description,
     long_description_content_type='text/markdown',
-    packages=find_packages(include=['senm_plugin', 'senm_plugin.*']),
-    package_data={'senm_plugin.ops': ['csrc/*.cpp']},  # compiled on first use (senm_plugin/ops/winograd.py)
+    # options/ ships inside the package as senm_plugin.options too, so `basicsr demo` finds its templates in a wheel
+    packages=find_packages(include=['senm_plugin', 'senm_plugin.*']) + ['senm_plugin.options'],
+    package_dir={'senm_plugin.options': 'options'},
+    package_data={
+        'senm_plugin.ops': ['csrc/*.cpp'],  # compiled on first use (senm_plugin/ops/winograd.py)
+        'senm_plugin.options': ['*.yml'],
+    },
     python_requires='>=3.8',
     install_requires=[
         'torch>=1.13',

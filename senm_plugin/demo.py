@@ -114,12 +114,25 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
     return folders, facts
 
 
-def _load_template(name):
+def _template_path(name):
+    """The demo's option template ``name``: the repository's ``options/`` (a source checkout or editable install,
+    where users edit it), else the copy a wheel ships as ``senm_plugin.options``."""
     path = os.path.join(REPO_OPTIONS, name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Demo option file {path} not found: install the plugin from its repository with '
-                                f'`pip install -e .` so the options/ folder is beside the package.')
-    with open(path) as f:
+    if os.path.isfile(path):
+        return path
+    try:
+        from importlib.resources import files
+        packaged = files('senm_plugin.options') / name
+        if packaged.is_file():
+            return str(packaged)
+    except ModuleNotFoundError:
+        pass
+    raise FileNotFoundError(f'Demo option file {name} found neither in {REPO_OPTIONS} nor in the installed package '
+                            '(senm_plugin/options); reinstall the plugin (pip install -e . from its repository)')
+
+
+def _load_template(name):
+    with open(_template_path(name)) as f:
         return yaml.safe_load(f)
 
 

@@ -48,3 +48,18 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     gt = cv2.imread(str(out / 'data' / 'paired' / 'gt' / pair))
     lq = cv2.imread(str(out / 'data' / 'paired' / 'lq' / pair))
     assert gt.shape == lq.shape and 1.0 < np.abs(gt.astype(float) - lq).mean() < 40.0
+
+
+def test_option_templates_come_from_the_repository_else_from_the_installed_package(tmp_path, monkeypatch):
+    import importlib.util
+    import os
+
+    import pytest
+    from senm_plugin import demo
+    assert demo._template_path('senm_cpu.yml') == os.path.join(demo.REPO_OPTIONS, 'senm_cpu.yml')
+    monkeypatch.setattr(demo, 'REPO_OPTIONS', str(tmp_path))  # as in a wheel install: no options/ beside the package
+    if importlib.util.find_spec('senm_plugin.options') is not None:  # installed from a wheel (setup.py package_dir)
+        assert demo._template_path('senm_cpu.yml').endswith(os.path.join('senm_plugin', 'options', 'senm_cpu.yml'))
+    else:
+        with pytest.raises(FileNotFoundError, match='found neither in'):
+            demo._template_path('senm_cpu.yml')
