@@ -29,9 +29,9 @@ TRAIN_IMAGES = ('astronaut.png', 'chelsea.png', 'coffee.png', 'motorcycle_left.p
 TEST_IMAGES = ('rocket.jpg', 'ihc.png')
 # the demo camera: raw noise about as strong as a SIDD phone's at a high ISO (noisy crops ~24 dB PSNR)
 DEMO_CAMERA = Camera(shot=0.003, read=1e-4)
-# each noisy capture is taken at a gain drawn log-uniformly from this range (as a user's photos span ISO settings);
-# (1, 1): every capture at DEMO_CAMERA's own ISO
-DEMO_GAINS = (1.0, 1.0)
+# each noisy capture is taken at a gain drawn log-uniformly from this range, as a user's photos span ISO settings
+# (two ISO stops; benchmarks/RESULTS.md has the demo at one fixed gain too); (1, 1): every capture at DEMO_CAMERA's
+DEMO_GAINS = (0.25, 1.0)
 STAGES = 7
 # how the demo samples synthetic pairs from its SeNM-VAE (basicsr generate options; see README)
 # (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq); on the simulated
