@@ -3,7 +3,8 @@
 Run: ``python benchmarks/bench_data.py [--quick] [--workers 2] [--keep DIR]``. Everything is synthetic and made in a
 temporary folder: 256x256 clean/noisy PNGs (like the SIDD crops) for the loader, and a SIDD-Medium-shaped folder of
 1024x1024 pairs for preparation. Ratios are against the PNG-folder loader measured in the same run; the SeNM-VAE
-step time to compare with is the one in REFERENCE.md (about 20 s for a batch of 8 on a 2-core CPU).
+step time to compare with is the reference SeNM-VAE's (about 20 s for a batch of 8 of 64x64 on a 2-core CPU, timed
+with its SIDD/train.py; see the SeNM-VAE section of RESULTS.md).
 """
 import argparse
 import os
@@ -21,7 +22,7 @@ from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
 from senm_plugin.data import prepare  # noqa: E402
 
-REFERENCE_STEP_SECONDS = 20.0  # REFERENCE.md: reference SeNM-VAE training step, batch 8 of 64x64, 2-core CPU
+REFERENCE_STEP_SECONDS = 20.0  # zhengdihan/SeNM-VAE SIDD/train.py step, batch 8 of 64x64, 2-core CPU (RESULTS.md)
 
 
 def _noisy_pair(rng, h, w):

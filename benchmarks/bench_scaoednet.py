@@ -5,8 +5,8 @@ absent) and ours side by side, on the same random weights and input. For speed e
 process (``ScaoedNet.restore`` changes process-wide malloc settings, see ``senm_plugin.heap``), and the processes
 alternate for several rounds so that a slow spell of a shared machine hits every case alike:
 
-    python benchmarks/bench_scaoednet.py --ref /tmp/ref_chaoren88+ScaoedNet           # full run (many minutes)
-    python benchmarks/bench_scaoednet.py --ref /tmp/ref_chaoren88+ScaoedNet --quick   # a short check
+    python benchmarks/bench_scaoednet.py --ref /path/to/ScaoedNet           # full run (many minutes)
+    python benchmarks/bench_scaoednet.py --ref /path/to/ScaoedNet --quick   # a short check
 
 Throughput is given in GFLOP/s with FLOPs = 2 x the reference's multiply-accumulates, next to the throughput of a
 single channels-last 3x3 64->64 convolution measured in the same run (the practical peak of these cores).
@@ -198,7 +198,8 @@ def bench_memory(width, height, tile_size, tile_overlap, stages):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--ref', default='/tmp/ref_chaoren88+ScaoedNet', help='folder holding reference ScaoedNet.py')
+    parser.add_argument('--ref', default=os.environ.get('REF_SCAOEDNET'),
+                        help='clone of chaoren88/ScaoedNet (holding ScaoedNet.py; default $REF_SCAOEDNET)')
     parser.add_argument('--quick', action='store_true', help='small sizes and one repeat: a short check')
     parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--stages', type=int, default=5)

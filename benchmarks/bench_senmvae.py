@@ -10,7 +10,7 @@ the same setting, to show what that setting alone is worth. On CPU ours run thei
 Winograd kernel (``senm_plugin.ops.winograd``); ``ours_step_direct`` and ``ours_translate_direct`` use oneDNN's
 direct convolutions instead, to show what the kernel is worth.
 
-    python benchmarks/bench_senmvae.py [--quick] [--threads 2] [--ref-dir /tmp/ref_zhengdihan+SeNM-VAE/SIDD/models]
+    python benchmarks/bench_senmvae.py [--quick] [--threads 2] [--ref-dir /path/to/SeNM-VAE/SIDD/models]
 
 The reference code (github.com/zhengdihan/SeNM-VAE) is not part of this project: clone it and pass ``--ref-dir``.
 """
@@ -26,7 +26,8 @@ import time
 
 CASES = ('ref_step', 'ours_step', 'ours_step_direct', 'ours_step_cl', 'ours_model_step', 'ref_step_heap',
          'ref_translate', 'ours_translate', 'ours_translate_direct')
-DEFAULT_REF = '/tmp/ref_zhengdihan+SeNM-VAE/SIDD/models'
+# $REF_SENM: a clone of zhengdihan/SeNM-VAE (as for gpu_check.sh); the network file is in its SIDD/models
+DEFAULT_REF = os.path.join(os.environ['REF_SENM'], 'SIDD', 'models') if os.environ.get('REF_SENM') else ''
 
 
 def load_reference(ref_dir):

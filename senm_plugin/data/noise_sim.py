@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-# SIDD camera prior of the reference generator (zhengdihan/SeNM-VAE, SIDD/main_translate.py; REFERENCE.md):
+# SIDD camera prior of the reference generator (zhengdihan/SeNM-VAE, SIDD/main_translate.py):
 # log10(shot) ~ U(log10 0.00068674, log10 0.02194856); log10(read) = 1.85 log10(shot) + 0.30 + N(0, 0.20).
 SIDD_LOG_SHOT_RANGE = (math.log10(0.00068674), math.log10(0.02194856))
 SIDD_READ_SLOPE, SIDD_READ_INTERCEPT, SIDD_READ_STD = 1.85, 0.30, 0.20
