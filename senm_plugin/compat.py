@@ -32,19 +32,27 @@ def _default_device():
     return torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
 
 
+def pytorch_backend(backend='nccl'):
+    """The process-group backend of a torchrun launch on this machine; selects this rank's GPU when it gets one."""
+    num_gpus = torch.cuda.device_count()
+    local_ranks = int(os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('WORLD_SIZE', 1)))
+    if num_gpus == 0 or num_gpus < local_ranks:
+        return 'gloo'
+    torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % num_gpus)
+    return f'cpu:gloo,cuda:{backend}' if backend == 'nccl' else backend
+
+
 def _patch_dist_util():
     """``basicsr/utils/dist_util.py`` always uses nccl and calls ``torch.cuda.set_device(rank % 0)`` on a CPU-only
-    machine (ZeroDivisionError). Use nccl with a device per rank on GPUs and gloo on CPUs, as torchrun users expect."""
+    machine (ZeroDivisionError). Use nccl with a device per rank on GPUs and gloo on CPUs, as torchrun users expect;
+    with fewer GPUs than local ranks (two ranks on one GPU: NCCL refuses a GPU shared by ranks) gloo as well, and
+    with a GPU per rank gloo for CPU tensors beside nccl (a ``num_gpu: 0`` run on a GPU machine keeps its model on
+    the CPU, and BasicSR starts the process group before it reads num_gpu)."""
     from basicsr.utils import dist_util, options
     import torch.distributed as dist
 
     def _init_dist_pytorch(backend, **kwargs):
-        num_gpus = torch.cuda.device_count()
-        if num_gpus > 0:
-            torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', os.environ['RANK'])) % num_gpus)
-        else:
-            backend = 'gloo'
-        dist.init_process_group(backend=backend, **kwargs)
+        dist.init_process_group(backend=pytorch_backend(backend), **kwargs)
 
     original_slurm = dist_util._init_dist_slurm
 

@@ -55,8 +55,8 @@ def test_scaoednet_training_steps_in_every_precision(tmp_path, device):
         model = build('tiny_scaoednet.yml', tmp_path / amp, device, amp)
         before = [p.detach().clone() for p in model.net_g.parameters()]
         model.feed_data({'lq': gt + 0.1 * torch.randn_like(gt), 'gt': gt})
-        model.optimize_parameters(1)
-        model.optimize_parameters(2)  # fp16 may skip its first step while the loss scale settles
+        for it in range(1, 7):  # fp16 skips its first steps while the loss scale falls from 65536 to one that fits
+            model.optimize_parameters(it)
         assert math.isfinite(model.log_dict['l_pix']), amp
         assert any(not torch.equal(a, b) for a, b in zip(before, model.net_g.parameters())), amp
 
@@ -72,5 +72,8 @@ def test_generation_is_seeded_per_image_on_the_device(device):
         together = synthesize(net, imgs, [0.05] * 3, seed=7, batch_size=3, device=device)
         alone = synthesize(net, imgs[1:2], [0.05], seed=7, batch_size=1, device=device, indices=[1])
         other_seed = synthesize(net, imgs[1:2], [0.05], seed=8, batch_size=1, device=device, indices=[1])
-    np.testing.assert_array_equal(together[1], alone[0])
-    assert not np.array_equal(alone[0], other_seed[0])
+    if device == 'cpu':
+        np.testing.assert_array_equal(together[1], alone[0])
+    else:  # cuDNN may pick another algorithm (and TF32) for another batch size: equal up to one 8-bit step
+        assert np.abs(together[1].astype(int) - alone[0]).max() <= 1
+    assert np.abs(alone[0].astype(int) - other_seed[0]).max() > 1  # another seed, other noise

@@ -285,3 +285,17 @@ def test_every_option_file_names_registered_classes_that_build():
                 continue
             net = build_network(dict(opt[key]))
             assert sum(p.numel() for p in net.parameters()) > 0, (path, key)
+
+
+def test_torchrun_backend_fits_the_gpus_there_are(monkeypatch):
+    import torch
+    from senm_plugin.compat import pytorch_backend
+    chosen = []
+    monkeypatch.setattr(torch.cuda, 'set_device', chosen.append)
+    monkeypatch.setenv('RANK', '1')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')
+    for gpus, expected in ((0, 'gloo'), (1, 'gloo'), (2, 'cpu:gloo,cuda:nccl'), (4, 'cpu:gloo,cuda:nccl')):
+        monkeypatch.setattr(torch.cuda, 'device_count', lambda gpus=gpus: gpus)
+        assert pytorch_backend('nccl') == expected, gpus
+    assert chosen == [1, 1]  # a GPU per rank only where there is one for each; two ranks never share one
