@@ -211,6 +211,12 @@ def _verdicts(summary):
         verb = 'beat' if synth > gauss else 'did NOT beat'
         lines.append(f'- They {verb} pairs synthesized with the fitted Gaussian: {gauss:.2f} dB ({synth - gauss:+.2f} '
                      'dB).')
+    best_key = max((k for k in den if isinstance(den[k], dict)), key=lambda k: den[k]['psnr'])
+    best, noisy = den[best_key], den['noisy_psnr']
+    gain = 'above' if best['psnr'] > noisy else 'NOT above'
+    lines.append(f'- The best denoiser is {gain} the noisy input on PSNR: {best["psnr"]:.2f} dB against {noisy:.2f} dB '
+                 f'(SSIM {best["ssim"]:.4f} against {den["noisy_ssim"]:.4f}); at these training budgets the '
+                 'denoisers are small and short-trained.')
     return lines
 
 
