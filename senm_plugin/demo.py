@@ -202,6 +202,10 @@ def _verdicts(summary):
     lines.append(
         f'- Generated noise std {gen["noise_std_8bit"]:.2f} against the real {summary["real_noise_std_8bit"]:.2f} '
         '(8-bit levels).')
+    if 'colour_shift_8bit' in gen:
+        shift = gen['colour_shift_8bit']
+        lines.append(f'- Colour cast of the generated images: worst channel shift {shift:.2f} (8-bit levels), '
+                     f'{"within" if shift <= 2 else "NOT within"} 2.')
     synth, pairs = den['synthetic_plus_pairs']['psnr'], den['pairs_only']['psnr']
     verb = 'lifted' if synth > pairs else 'did NOT lift'
     lines.append(f'- SeNM-VAE synthetic pairs {verb} the denoiser: {synth:.2f} dB against {pairs:.2f} dB on the real '
@@ -416,7 +420,7 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None):
     senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
     report = evaluate_noise_model(folders, senm_ckpt, senm_opt, os.path.join(out, 'noise'), seed, temperature,
                                   sampling)
-    keys = ('label', 'kld', 'akld', 'noise_std_8bit')
+    keys = ('label', 'kld', 'akld', 'noise_std_8bit', 'colour_shift_8bit')
     return {
         'data': facts,
         'iters': {'senm': iters, 'denoiser': den_iters},

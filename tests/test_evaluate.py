@@ -178,3 +178,17 @@ def test_command_line_refuses_out_of_range_arguments(tmp_path, capsys, flags, me
     err = capsys.readouterr().err
     assert code == 1 and message in err and 'Traceback' not in err
     assert not os.path.exists(tmp_path / 'out')  # refused before any work
+
+
+def test_colour_shift_is_the_worst_channel_mean_of_one_image(tmp_path):
+    clean = _clean_images(num=2, size=32)
+    real = _add_noise(clean, SIGMA, 4)
+    cast = [np.clip(x.astype(int) + np.array([0, 0, 3]), 0, 255).astype(np.uint8) for x in clean]  # +3 in red only
+    cast[0] = clean[0].copy()
+    report = evaluate_noise(clean, real, cast, str(tmp_path / 'r'), baselines=False, verbose=False,
+                            fid_weights=str(tmp_path / 'none.pth'))
+    expected = (cast[1].astype(float) - clean[1])[..., 2].mean()  # clipping at 255 can lower it below 3
+    assert report['metrics']['generated']['colour_shift_8bit'] == pytest.approx(expected)
+    assert 2.5 < expected <= 3
+    assert report['real_colour_shift_8bit'] < 1.5  # zero-mean noise, up to clipping and sampling
+    assert '| worst channel shift (8-bit) |' in (tmp_path / 'r' / 'report.md').read_text()
