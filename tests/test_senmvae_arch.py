@@ -7,7 +7,8 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import distributions
 
-from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET, SeNMVAE
+from senm_plugin.archs.senmvae_arch import SeNMVAE
+from senm_plugin.domains import PAIRED, SOURCE, TARGET
 from senm_plugin.archs.senmvae_blocks import (LOGSIGMA_BOUNDS, GaussianHead, append_level, bound_logsigma, gaussian_kl,
                                               gaussian_sample)
 

@@ -12,7 +12,7 @@ import yaml
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
-from senm_plugin.archs.senmvae_arch import PAIRED, SOURCE, TARGET
+from senm_plugin.domains import PAIRED, SOURCE, TARGET
 from senm_plugin.checkpoint import NonFiniteWeightsError
 from senm_plugin.models.senmvae_model import TrainingDivergedError
 

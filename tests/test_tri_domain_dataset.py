@@ -13,7 +13,8 @@ from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils.registry import DATASET_REGISTRY
 from senm_plugin.data import prepare
-from senm_plugin.data.tri_domain_dataset import PAIRED, SOURCE, TARGET, domain_schedule
+from senm_plugin.data.schedule import domain_schedule
+from senm_plugin.domains import PAIRED, SOURCE, TARGET
 
 OFFSET = 10  # lq = gt + OFFSET (in 8-bit levels) in every pair written here
 

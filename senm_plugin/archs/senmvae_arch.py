@@ -12,13 +12,11 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 
+from ..domains import PAIRED, SOURCE, TARGET
 from ..ops.winograd import winograd_convs
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
                              level_map, mixture_select, noise_std)
 from .tiling import channels_last_weights
-
-# Domain labels of TriDomainDataset (the reference uses -1 / 0 / 1 for the same three domains).
-PAIRED, SOURCE, TARGET = 0, 1, 2
 
 
 @ARCH_REGISTRY.register()

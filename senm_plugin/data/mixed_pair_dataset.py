@@ -10,7 +10,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
                                        match_pairs)
 from senm_plugin.data.lmdb_io import read_meta_info, verify_lmdb
-from senm_plugin.data.tri_domain_dataset import domain_schedule
+from senm_plugin.data.schedule import domain_schedule
 
 
 def _is_lmdb_root(root):

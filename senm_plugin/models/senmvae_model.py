@@ -13,7 +13,7 @@ from basicsr.utils import get_root_logger, imwrite, tensor2img
 from basicsr.utils.registry import MODEL_REGISTRY
 from tqdm import tqdm
 
-from senm_plugin.archs.senmvae_arch import PAIRED, TARGET
+from senm_plugin.domains import PAIRED, TARGET
 from senm_plugin.archs.senmvae_blocks import to_float32
 from senm_plugin.heap import retain_heap_for_training
 from senm_plugin.models.amp import Amp
