@@ -14,7 +14,6 @@ import os
 import sys
 from os import path as osp
 
-import cv2
 import numpy as np
 
 from senm_plugin.data.fileutil import check_writable_dir
@@ -24,15 +23,12 @@ from senm_plugin.generate import (MANIFEST, STREAM_LATENT, GenerateError, ImageS
                                   estimate_levels, level_model_beside, level_net_options, load_level_net, load_senmvae,
                                   parse_levels, plan_levels, resolve_device, synthesize)
 from senm_plugin.metrics.noise_metric import calculate_noise_akld, calculate_noise_kld
+from senm_plugin.noise_pictures import NOISE_GAIN, plot_lines, write_grid
 from senm_plugin.metrics.noise_stats import (GaussianNoise, fit_gaussian, fit_poisson_gaussian, noise_histogram,
                                              noise_level_curve)
 
 # random streams of the baselines' noise, distinct from generate's streams of the same (seed, index)
 STREAM_GAUSSIAN, STREAM_POISSON_GAUSSIAN = STREAM_LATENT + 1, STREAM_LATENT + 2
-NOISE_GAIN = 4  # noise pictures show 128 + 4 * (noisy - clean) in 8-bit levels
-TILE = 128  # grid tiles are resized to this height
-COLORS = {'real': '#000000', 'generated': '#d62728', 'gaussian': '#1f77b4', 'poisson_gaussian': '#2ca02c',
-          'gaussian_per_image': '#9467bd'}
 
 
 class EvaluateError(RuntimeError):
@@ -284,100 +280,6 @@ def markdown_report(report):
               f'![noise histograms]({report["pictures"]["histogram"]})', '',
               f'![noise level against intensity]({report["pictures"]["noise_level"]})', '']
     return '\n'.join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------ pictures
-def _noise_picture(noisy, clean):
-    return np.clip(128 + NOISE_GAIN * (noisy.astype(np.float64) - clean), 0, 255).astype(np.uint8)
-
-
-def _tile(img):
-    h, w = img.shape[:2]
-    width = max(1, round(w * TILE / h))
-    return cv2.resize(img, (width, TILE), interpolation=cv2.INTER_NEAREST)
-
-
-def write_grid(path, clean_imgs, real_imgs, gen_imgs, names, label='generated'):
-    """Rows of clean | real noisy | generated noisy | real noise | generated noise, with a header (OpenCV only)."""
-    titles = ['clean', 'real noisy', f'{label} noisy', 'real noise', f'{label} noise']
-    rows, widths = [], None
-    for x, y, g in zip(clean_imgs, real_imgs, gen_imgs):
-        tiles = [_tile(t) for t in (x, y, g, _noise_picture(y, x), _noise_picture(g, x))]
-        sizes = [t.shape[1] for t in tiles]
-        widths = sizes if widths is None else [max(a, b) for a, b in zip(widths, sizes)]
-        rows.append(tiles)
-    gap = 4
-    canvas_w = sum(widths) + gap * (len(widths) + 1)
-    header = 22
-    canvas = np.full((header + len(rows) * (TILE + gap) + gap, canvas_w, 3), 255, np.uint8)
-    x0 = gap
-    for c, width in enumerate(widths):
-        cv2.putText(canvas, titles[c][:max(4, width // 7)], (x0, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        for r, tiles in enumerate(rows):
-            t = tiles[c]
-            y0 = header + r * (TILE + gap)
-            canvas[y0:y0 + TILE, x0:x0 + t.shape[1]] = t
-        x0 += width + gap
-    cv2.imwrite(path, canvas)
-    return path
-
-
-def plot_lines(path, series, labels, title, xlabel, ylabel, log_y=False):
-    """Line plot of {key: (x, y)} (matplotlib if installed, else a plain OpenCV drawing)."""
-    names = {'real': 'real noise', **labels}
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        return _plot_lines_cv(path, series, names, title, log_y)
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for key, (x, y) in series.items():
-        y = np.asarray(y, dtype=np.float64)
-        ax.plot(x, y, label=names.get(key, key), color=COLORS.get(key), linewidth=2.4 if key == 'real' else 1.4,
-                linestyle='-' if key in ('real', 'generated') else '--')
-    if log_y:
-        ax.set_yscale('log')
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    return path
-
-
-def _plot_lines_cv(path, series, names, title, log_y):
-    w, h, m = 640, 420, 50
-    canvas = np.full((h, w, 3), 255, np.uint8)
-    pts = {}
-    for key, (x, y) in series.items():
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        if log_y:
-            y = np.where(y > 0, np.log10(np.where(y > 0, y, 1)), np.nan)
-        keep = np.isfinite(x) & np.isfinite(y)
-        pts[key] = (x[keep], y[keep])
-    xs = np.concatenate([p[0] for p in pts.values()] or [np.zeros(1)])
-    ys = np.concatenate([p[1] for p in pts.values()] or [np.zeros(1)])
-    x_lo, x_hi = (xs.min(), xs.max()) if xs.size else (0, 1)
-    y_lo, y_hi = (ys.min(), ys.max()) if ys.size else (0, 1)
-    x_hi, y_hi = max(x_hi, x_lo + 1e-9), max(y_hi, y_lo + 1e-9)
-    cv2.rectangle(canvas, (m, m), (w - m, h - m), (0, 0, 0), 1)
-    cv2.putText(canvas, title, (m, m - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    for row, (key, (x, y)) in enumerate(pts.items()):
-        hexcolor = COLORS.get(key, '#808080').lstrip('#')
-        color = tuple(int(hexcolor[i:i + 2], 16) for i in (4, 2, 0))  # BGR
-        px = m + (x - x_lo) / (x_hi - x_lo) * (w - 2 * m)
-        py = h - m - (y - y_lo) / (y_hi - y_lo) * (h - 2 * m)
-        if len(px) > 1:
-            cv2.polylines(canvas, [np.stack([px, py], 1).round().astype(np.int32)], False, color, 2, cv2.LINE_AA)
-        cv2.putText(canvas, names.get(key, key), (w - m - 200, m + 18 + 16 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                    color, 1, cv2.LINE_AA)
-    cv2.imwrite(path, canvas)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------------ data loading

@@ -112,13 +112,13 @@ def test_paired_levels_and_errors(tmp_path):
         evaluate_noise([], [], [], str(tmp_path), verbose=False)
 
 
-def test_opencv_plot_fallback(tmp_path):
-    from senm_plugin.evaluate import _plot_lines_cv
+def test_line_plot_is_written_with_missing_values(tmp_path):
+    from senm_plugin.noise_pictures import plot_lines
     x = np.linspace(0, 255, 16)
     series = {'real': (x, 5 + 0.01 * x), 'generated': (x, np.full(16, 6.0)), 'gaussian': (x, np.full(16, np.nan))}
-    path = _plot_lines_cv(str(tmp_path / 'p.png'), series, {'real': 'real noise'}, 'title', log_y=True)
+    path = plot_lines(str(tmp_path / 'p.png'), series, {'generated': 'ours'}, 'title', 'x', 'y', log_y=True)
     img = cv2.imread(path)
-    assert img.shape == (420, 640, 3) and (img < 250).any()
+    assert img.shape == (400, 600, 3) and (img < 250).any()
 
 
 def _write(folder, imgs, names):
