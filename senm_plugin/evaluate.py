@@ -20,12 +20,12 @@ from senm_plugin.data.fileutil import check_writable_dir
 from senm_plugin.data.image_io import ImageError
 from senm_plugin.data.lmdb_io import write_json_atomic
 from senm_plugin.generate import (MANIFEST, STREAM_LATENT, GenerateError, ImageSet, check_sampling_options,
-                                  estimate_levels, level_model_beside, level_net_options, load_level_net, load_senmvae,
-                                  parse_levels, plan_levels, resolve_device, synthesize)
+                                  find_level_model, load_senmvae, network_levels, parse_levels, plan_levels,
+                                  resolve_device, synthesize)
 from senm_plugin.metrics.noise_metric import calculate_noise_akld, calculate_noise_kld
-from senm_plugin.noise_pictures import NOISE_GAIN, plot_lines, write_grid
 from senm_plugin.metrics.noise_stats import (GaussianNoise, fit_gaussian, fit_poisson_gaussian, noise_histogram,
                                              noise_level_curve)
+from senm_plugin.noise_pictures import NOISE_GAIN, plot_lines, write_grid
 
 # random streams of the baselines' noise, distinct from generate's streams of the same (seed, index)
 STREAM_GAUSSIAN, STREAM_POISSON_GAUSSIAN = STREAM_LATENT + 1, STREAM_LATENT + 2
@@ -374,15 +374,9 @@ def run_noise(args):
             mode, arg = parse_levels(args.levels)
             estimates = None
             if mode == 'estimate':
-                level_path = args.level_model or level_model_beside(args.model)
-                if not level_path or not osp.isfile(level_path):
-                    raise EvaluateError('--levels estimate: pass --level-model (no net_le_* found beside --model)')
-                level_opt = level_net_options({
-                    'network_le': args.level_network_opt,
-                    'network_g': args.network_opt
-                })
-                level_net = load_level_net(level_path, level_opt, device, args.param_key)
-                estimates = estimate_levels(level_net, ImageSet(arg, '--levels estimate'), args.batch_size, device)
+                level_path = find_level_model(args.level_model, args.model, args.levels)
+                estimates = network_levels(level_path, arg, args.level_network_opt, args.network_opt, args.batch_size,
+                                           device, args.param_key)
             levels = plan_levels(mode, arg, len(clean), args.seed, estimates, args.level_pick)
         settings['levels_used'] = {'mean': float(np.mean(levels)), 'min': float(np.min(levels)),
                                    'max': float(np.max(levels))}

@@ -210,6 +210,25 @@ def level_model_beside(model_path):
     return osp.join(folder, 'net_le' + name[len('net_g'):])
 
 
+def find_level_model(level_model, model, levels_spec):
+    """The noise-level network file for ``--levels estimate:``: ``--level-model``, else the one beside ``--model``."""
+    path = level_model or level_model_beside(model)
+    if not path or not osp.isfile(path):
+        raise GenerateError(f'--levels {levels_spec}: the noise-level network was not found '
+                            f'{"at " + path if path else "beside --model"}; pass --level-model (the '
+                            'net_le_<iter>.pth saved with the SeNM-VAE checkpoint), or use --level-estimator highpass')
+    return path
+
+
+def network_levels(level_path, source, network_le, network_g, batch_size=8, device='cpu', param_key='params'):
+    """The noise-level network's estimates for the real noisy images of ``source`` (a folder or an LMDB)."""
+    real = ImageSet(source, '--levels estimate')
+    level_net = load_level_net(level_path, level_net_options(network_le, network_g), device, param_key)
+    estimates = estimate_levels(level_net, real, int(batch_size), device)
+    real.close()
+    return estimates
+
+
 def down_factor(net):
     """Height and width of SeNMVAE inputs must be multiples of this (one 2x step per resolution change)."""
     return 2**(len(net.num_levels) - 1 + net.num_down)
@@ -558,17 +577,10 @@ def _run_generate(cfg, shard, progress, _stop_after, held):
         estimates, scale = shard.share((estimates, scale) if shard.main else None)
         settings.update(level_estimator='highpass', level_scale=scale, level_pick=cfg['level_pick'])
     elif mode == 'estimate':
-        level_path = cfg['level_model'] or level_model_beside(cfg['model'])
-        if not level_path or not osp.isfile(level_path):
-            raise GenerateError(f'--levels {cfg["levels"]}: the noise-level network was not found '
-                                f'{"at " + level_path if level_path else "beside --model"}; pass --level-model '
-                                '(the net_le_<iter>.pth saved with the SeNM-VAE checkpoint), or use '
-                                '--level-estimator highpass')
+        level_path = find_level_model(cfg['level_model'], cfg['model'], cfg['levels'])
         if shard.main:
-            real = ImageSet(arg, '--levels estimate')
-            level_net = load_level_net(level_path, level_net_options(cfg), device, cfg['param_key'])
-            estimates = estimate_levels(level_net, real, int(cfg['batch_size']), device)
-            real.close()
+            estimates = network_levels(level_path, arg, cfg['network_le'], cfg['network_g'], cfg['batch_size'], device,
+                                       cfg['param_key'])
         estimates = shard.share(estimates)
         settings.update(level_model=osp.abspath(level_path), level_model_sha256=file_sha256(level_path),
                         level_pick=cfg['level_pick'])
@@ -710,12 +722,12 @@ def calibrate_temperature(net, cfg, seed, device):
     return temperature, facts
 
 
-def level_net_options(cfg):
+def level_net_options(network_le, network_g):
     """network_le options; without them, the network_le of the option file given as --network-opt (if any)."""
-    if cfg['network_le'] is None and isinstance(cfg['network_g'], str) and osp.isfile(cfg['network_g']):
-        with open(cfg['network_g']) as f:
+    if network_le is None and isinstance(network_g, str) and osp.isfile(network_g):
+        with open(network_g) as f:
             return (yaml.safe_load(f) or {}).get('network_le')
-    return cfg['network_le']
+    return network_le
 
 
 def _finished(out, fmt, keys, fingerprint):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SENMVAE_OPT, save_tiny_senmvae
+from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
 from senm_plugin.evaluate import EvaluateError, evaluate_noise, main, paired_levels
 
 SIGMA = 10.0
@@ -149,6 +149,15 @@ def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thre
     report = json.load(open(tmp_path / 'r2' / 'report.json'))
     assert report['settings']['levels'] == 'paired'
     assert report['settings']['levels_used']['mean'] == pytest.approx(np.mean(paired_levels(clean, real)))
+    # levels estimated by the level network saved beside the model (the same helper as basicsr generate's)
+    from senm_plugin.generate import ImageSet, estimate_levels, level_model_beside, load_level_net
+    assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--model', model, '--network-opt',
+                 json.dumps(TINY_SENMVAE_OPT), '--level-network-opt', json.dumps(TINY_LEVEL_OPT), '--levels',
+                 f'estimate:{real_dir}', '--level-pick', 'mean', '--out', str(tmp_path / 'r5'), '--device', 'cpu',
+                 '--fid-weights', str(tmp_path / 'none.pth')]) == 0
+    estimates = estimate_levels(load_level_net(level_model_beside(model), TINY_LEVEL_OPT), ImageSet(real_dir))
+    used = json.load(open(tmp_path / 'r5' / 'report.json'))['settings']['levels_used']
+    assert used['min'] == used['max'] == pytest.approx(estimates.mean())
 
     # a `basicsr generate` output folder stands for its lq images
     from senm_plugin.generate import run_generate

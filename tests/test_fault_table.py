@@ -189,6 +189,8 @@ CASES = [
     ('evaluate-max-images', E + ['--generated', '{lq}', '--out', '{out}', '--max-images', '-2'], 1, ['--max-images']),
     ('evaluate-batch-size', EM + ['--out', '{out}', '--batch-size', '-1'], 1, ['--batch-size']),
     ('evaluate-temperature', EM + ['--out', '{out}', '--temperature', '-2'], 1, ['--temperature']),
+    ('evaluate-no-level-model', EM + ['--out', '{out}', '--levels', 'estimate:{lq}', '--level-model',
+                                      '{root}/none.pth'], 1, ['--levels estimate:', 'none.pth', 'not found']),
     ('evaluate-other-architecture', E + ['--model', '{other}', '--network-opt', '{net}', '--device', 'cpu', '--out',
                                          '{out}'], 1, ['other_arch.pth', 'missing keys']),
     ('evaluate-out-is-file', E + ['--generated', '{lq}', '--out', '{file}'], 1, ['{file}']),
