@@ -30,10 +30,9 @@ import yaml
 from senm_plugin.checkpoint import CheckpointError, load_network_weights
 from senm_plugin.data.fileutil import check_writable_dir, content_stamp
 from senm_plugin.data.image_io import ImageError, decode_bgr8, image_hw, list_images, read_bgr8
-from senm_plugin.data.lmdb_io import (LmdbBuild, finished_status, is_lmdb, read_meta_info, remove_path,
-                                      write_json_atomic)
+from senm_plugin.data.lmdb_io import (LmdbBuild, finished_status, is_lmdb, key_clash, read_meta_info, remove_path,
+                                      safe_key, write_json_atomic)
 from senm_plugin.data.noise_sim import sample_sidd_levels
-from senm_plugin.data.sidd import key_clash, safe_key
 from senm_plugin.shard import Shard
 
 MANIFEST = 'manifest.json'

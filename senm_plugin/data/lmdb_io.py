@@ -7,6 +7,7 @@ LMDB itself agree on the entry count and the fingerprint matches; anything else 
 """
 import json
 import os
+import re
 import shutil
 from os import path as osp
 
@@ -52,6 +53,23 @@ def verify_lmdb(path, entries, key='dataroot', decode='ends'):
             if tuple(img.shape[:2]) != tuple(shape[:2]):
                 raise ValueError(f'{key}: {path}, key {k}: the image is {img.shape[:2]} but {META_INFO} says '
                                  f'{tuple(shape[:2])}')
+
+
+def safe_key(text):
+    """An LMDB key made from a file stem: ASCII letters, digits, ``_`` and ``-`` only (BasicSR splits on dots)."""
+    return re.sub(r'[^A-Za-z0-9_-]', '_', text)
+
+
+def key_clash(stems, labels=None):
+    """The first two of ``stems`` that give one LMDB key, as ``(first label, second label, key)`` (labels default
+    to the stems, e.g. the files they came from); None when all keys differ."""
+    seen = {}
+    for n, label in zip(stems, labels or stems):
+        k = safe_key(n)
+        if k in seen:
+            return seen[k], label, k
+        seen[k] = label
+    return None
 
 
 def is_lmdb(path):

@@ -18,9 +18,9 @@ import numpy as np
 
 from senm_plugin.data.fileutil import check_writable_dir, content_stamp
 from senm_plugin.data.image_io import ImageError, image_hw, list_images, match_pairs, read_bgr8
-from senm_plugin.data.lmdb_io import (META_INFO, LmdbBuild, finished_status, read_meta_info, verify_lmdb,
-                                      write_json_atomic)
-from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, key_clash, load_sidd_val, safe_key
+from senm_plugin.data.lmdb_io import (META_INFO, LmdbBuild, finished_status, key_clash, read_meta_info, safe_key,
+                                      verify_lmdb, write_json_atomic)
+from senm_plugin.data.sidd import VAL_FILES, find_sidd_pairs, load_sidd_val
 
 SPLIT_FILE = 'split.json'
 

@@ -10,26 +10,11 @@ from os import path as osp
 
 import numpy as np
 
+from senm_plugin.data.lmdb_io import safe_key
+
 GT_TAG, NOISY_TAG = 'GT_SRGB', 'NOISY_SRGB'
 VAL_FILES = {'gt': ('ValidationGtBlocksSrgb.mat', 'ValidationGtBlocksSrgb'),
              'lq': ('ValidationNoisyBlocksSrgb.mat', 'ValidationNoisyBlocksSrgb')}
-
-
-def safe_key(text):
-    """An LMDB key made from a file stem: ASCII letters, digits, ``_`` and ``-`` only (BasicSR splits on dots)."""
-    return re.sub(r'[^A-Za-z0-9_-]', '_', text)
-
-
-def key_clash(stems, labels=None):
-    """The first two of ``stems`` that give one LMDB key, as ``(first label, second label, key)`` (labels default
-    to the stems, e.g. the files they came from); None when all keys differ."""
-    seen = {}
-    for n, label in zip(stems, labels or stems):
-        k = safe_key(n)
-        if k in seen:
-            return seen[k], label, k
-        seen[k] = label
-    return None
 
 
 def find_sidd_pairs(src):
