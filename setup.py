@@ -21,7 +21,7 @@ setup(
     package_dir={'senm_plugin.options': 'options'},
     package_data={
         'senm_plugin.ops': ['csrc/*.cpp'],  # compiled on first use (senm_plugin/ops/winograd.py)
-        'senm_plugin.options': ['*.yml'],
+        'senm_plugin.options': ['*/*.yml'],
     },
     python_requires='>=3.8',
     install_requires=[

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import senm_plugin  # noqa: F401,E402
 from basicsr.data import build_dataloader, build_dataset  # noqa: E402
 from basicsr.data.data_sampler import EnlargedSampler  # noqa: E402
-from senm_plugin.data import prepare  # noqa: E402
+from senm_plugin.tools import prepare  # noqa: E402
 
 REFERENCE_STEP_SECONDS = 20.0  # zhengdihan/SeNM-VAE SIDD/train.py step, batch 8 of 64x64, 2-core CPU (RESULTS.md)
 

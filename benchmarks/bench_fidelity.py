@@ -11,7 +11,7 @@ condition and shows each held-out condition in the noisy-only role, as in the pa
 all scenes): ``--paired-scenes`` give the paired domain (``--paired-tiles`` of
 their tiles), ``--source-scenes`` their clean tiles only, ``--target-scenes`` their noisy tiles only, and
 ``--test-scenes`` are held out for every score. Then the demo's pipeline runs on those tiles (``basicsr prepare
-folders``, SeNM-VAE with ``options/senm_cpu.yml`` (1,500 iterations), ``basicsr generate --residual level
+folders``, SeNM-VAE with ``options/train/senm_cpu.yml`` (1,500 iterations), ``basicsr generate --residual level
 --temperature auto``, the three ScaoedNet trainings, ``basicsr evaluate noise``) and one table is printed and written
 to ``OUT/summary.md``. About 20 minutes on 2 cores.
 """
@@ -23,7 +23,8 @@ import time
 import cv2
 import numpy as np
 
-from senm_plugin import demo
+from senm_plugin.tools import demo
+from senm_plugin.tools.demo_report import write_summary
 from senm_plugin.data.image_io import list_images
 from senm_plugin.data.scene_split import SPLITS, split_scenes, tiles
 
@@ -91,8 +92,8 @@ def main(argv=None):
     p.add_argument('--source-scenes', type=int, default=4)
     p.add_argument('--target-scenes', type=int, default=4)
     p.add_argument('--test-scenes', type=int, default=4)
-    p.add_argument('--iters', type=int, help='SeNM-VAE iterations (default: options/senm_cpu.yml, 1,500)')
-    p.add_argument('--denoiser-iters', type=int, help='ScaoedNet iterations (default: options/demo_scaoednet.yml)')
+    p.add_argument('--iters', type=int, help='SeNM-VAE iterations (default: options/train/senm_cpu.yml, 1,500)')
+    p.add_argument('--denoiser-iters', type=int, help='ScaoedNet iterations (default: options/demo/demo_scaoednet.yml)')
     p.add_argument('--split', choices=SPLITS, default='stratified',
                    help='how scenes get their roles (default stratified: held-out conditions have noisy-only scenes)')
     p.add_argument('--seed', type=int, default=0)
@@ -103,14 +104,14 @@ def main(argv=None):
                                  'target': args.target_scenes, 'test': args.test_scenes}, args.seed, args.split)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
-    demo._stage(1, f'splitting {len(pairs)} scenes by role and cutting {args.tile}x{args.tile} tiles')
+    demo.stage(1, f'splitting {len(pairs)} scenes by role and cutting {args.tile}x{args.tile} tiles')
     folders, facts = write_tiles(pairs, split, os.path.join(out, 'data'), args.tile, args.paired_tiles, args.seed)
     for role, scenes in split.items():
         print(f'    {role}: {", ".join(scenes)}')
     iters, den_iters = demo.default_iters(args.iters, args.denoiser_iters)
     summary = demo.run_pipeline(folders, facts, out, iters, den_iters, args.seed, REAL_CAMERA_SAMPLING)
     summary['seconds'] = round(time.time() - start, 1)
-    print('\n' + demo.write_summary(summary, out, title='bench_fidelity: learned noise on real camera pairs'))
+    print('\n' + write_summary(summary, out, title='bench_fidelity: learned noise on real camera pairs'))
     return 0
 
 

@@ -2,9 +2,9 @@
 
     python benchmarks/bench_gpu.py [--ref-senm DIR] [--ref-scaoednet DIR] [--iters 200] [--dry-run]
 
-- Training: ``SeNMVAEModel`` with ``options/senm_sidd.yml``'s networks and losses (LPIPS with a random AlexNet: no
-  download, same cost) and ``ScaoedNetModel`` with ``options/scaoednet_sidd.yml`` (K = 5), on random batches of the
-  option files' batch and patch sizes; iterations per second after a warm-up and peak allocated memory.
+- Training: ``SeNMVAEModel`` with ``options/train/senm_sidd.yml``'s networks and losses (LPIPS with a random AlexNet:
+  no download, same cost) and ``ScaoedNetModel`` with ``options/train/scaoednet_sidd.yml`` (K = 5), on random batches of
+  the option files' batch and patch sizes; iterations per second after a warm-up and peak allocated memory.
 - Inference: ScaoedNet ``restore`` at 1x3x512x512 for K = 1 / 3 / 5 (the poster: 0.07 / 0.15 / 0.28 s on an
   RTX 3090) and SeNM-VAE ``translate`` at 1x3x256x256, each beside the reference network with the same weights.
 - Agreement: the same weights and input on GPU and on CPU (ScaoedNet K = 5 at 128x128, deterministic translate).
@@ -58,7 +58,7 @@ def load_module(path, name):
 
 
 def model_opt(option_file, device, amp):
-    with open(os.path.join(ROOT, 'options', option_file)) as f:
+    with open(os.path.join(ROOT, 'options', 'train', option_file)) as f:
         opt = yaml.safe_load(f)
     opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False, num_gpu=int(device.type == 'cuda'))
     opt['path'].update(models='/nonexistent', training_states='/nonexistent', experiments_root='/nonexistent')
@@ -77,7 +77,7 @@ def train_speed(kind, device, amp, iters, tiny):
     if tiny:
         batch, size = 2, 32
         if kind == 'senmvae':
-            opt['network_g'].update(num_feat=16, num_levels=[1, 1], zn_dim=4)
+            opt['network_g'].update(num_feat=16, num_latent_layers=[1, 1], zn_dim=4)
         else:
             opt['network_g'].update(num_feat=16, num_blocks=1)
     torch.manual_seed(0)

@@ -116,7 +116,7 @@ def run_case(case, args):
         from basicsr.utils.registry import MODEL_REGISTRY
         import yaml
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        with open(os.path.join(root, 'options', 'senm_sidd.yml')) as f:
+        with open(os.path.join(root, 'options', 'train', 'senm_sidd.yml')) as f:
             opt_dict = yaml.safe_load(f)
         opt_dict.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=int(device.type == 'cuda'))
         opt_dict['path'].update(models='/nonexistent', training_states='/nonexistent')

@@ -7,10 +7,11 @@ Training states (optimizer and scheduler states) stay ``.state`` torch files.
 """
 import os
 import pickle
-import tempfile
 import zipfile
 
 import torch
+
+from senm_plugin.fileutil import atomic_write, remove_stale_temps
 
 
 class CheckpointError(RuntimeError):
@@ -54,35 +55,24 @@ def from_safetensors(flat, metadata):
 
 
 def atomic_save(obj, path):
-    """``torch.save`` to a temporary file in the same folder, then rename it over ``path``.
+    """``torch.save`` (or safetensors, by extension) through ``fileutil.atomic_write``, synced to disk.
 
-    A process killed while saving leaves at most a stray ``.tmp`` file, never a truncated ``path``.
+    A process killed while saving leaves at most a stray ``.tmp`` file, never a truncated ``path``; the next save of
+    the same file removes it.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    prefix = f'.{os.path.basename(path)}.'
-    for name in os.listdir(folder):  # left by a save that was killed: never a whole file, never read
-        if name.startswith(prefix) and name.endswith('.tmp'):
-            os.remove(os.path.join(folder, name))
-    fd, tmp_path = tempfile.mkstemp(prefix=prefix, suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            if is_safetensors(path):
-                from safetensors.torch import save
-                flat, metadata = to_safetensors(obj)
-                f.write(save(flat, metadata=metadata))
-            else:
-                torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint gets the mode open() would give it
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    remove_stale_temps(folder, prefix=f'.{os.path.basename(path)}.')  # never a whole file, never read
+
+    def write(f):
+        if is_safetensors(path):
+            from safetensors.torch import save
+            flat, metadata = to_safetensors(obj)
+            f.write(save(flat, metadata=metadata))
+        else:
+            torch.save(obj, f)
+
+    atomic_write(path, write, sync=True)
 
 
 def safe_load(path, map_location='cpu'):

@@ -100,14 +100,14 @@ VERBS = {
               '[--debug] [--force_yml k=v ...]', _train),
     'test': ('test with BasicSR\'s pipeline: -opt X.yml', _test),
     'prepare': ('build tri-domain LMDBs: prepare sidd|sidd-val|folders ... (see --help)',
-                _lazy('senm_plugin.data.prepare', 'main')),
-    'demo': ('the main job on embedded data, on CPU in minutes (see --help)', _lazy('senm_plugin.demo', 'main')),
+                _lazy('senm_plugin.tools.prepare', 'main')),
+    'demo': ('the main job on embedded data, on CPU in minutes (see --help)', _lazy('senm_plugin.tools.demo', 'main')),
     'generate': ('synthetic clean/noisy pairs from clean images with a trained SeNM-VAE (see --help)',
-                 _lazy('senm_plugin.generate', 'main')),
+                 _lazy('senm_plugin.tools.generate', 'main')),
     'evaluate': ('score a noise model against real pairs: evaluate noise ... (see --help)',
-                 _lazy('senm_plugin.evaluate', 'main')),
+                 _lazy('senm_plugin.tools.evaluate', 'main')),
     'export': ('export ScaoedNet or SeNM-VAE translate: export onnx --model M --arch A --out F.onnx (see --help)',
-               _lazy('senm_plugin.export', 'main')),
+               _lazy('senm_plugin.tools.export', 'main')),
 }
 
 

@@ -159,13 +159,12 @@ def _newest_complete_state(opt, state_dir, iters):
 
 
 def _patch_base_model():
-    """``basicsr/models/base_model.py``: DDP is wrapped with CUDA ``device_ids`` (fails on CPU); networks and training
-    states are written in place (a kill while saving leaves a truncated file that ``--auto_resume`` then picks);
-    networks are loaded without ``weights_only`` and bare state dicts (as reference repos ship) raise KeyError."""
+    """``basicsr/models/base_model.py``: DDP is wrapped with CUDA ``device_ids`` (fails on CPU); networks are loaded
+    without ``weights_only`` and bare state dicts (as reference repos ship) raise KeyError."""
     import logging
     from basicsr.models.base_model import BaseModel
     from torch.nn.parallel import DataParallel, DistributedDataParallel
-    from .checkpoint import NonFiniteWeightsError, atomic_save, check_state_matches, extract_state_dict, safe_load
+    from .checkpoint import check_state_matches, extract_state_dict, safe_load
 
     def model_to_device(self, net):
         net = net.to(self.device)
@@ -176,6 +175,27 @@ def _patch_base_model():
         elif self.opt['num_gpu'] > 1:
             net = DataParallel(net)
         return net
+
+    def load_network(self, net, load_path, strict=True, param_key='params'):
+        net = self.get_bare_model(net)
+        state = extract_state_dict(safe_load(load_path), param_key, load_path)
+        logging.getLogger('basicsr').info(f'Loading {type(net).__name__} model from {load_path}, '
+                                          f'with param key: [{param_key}].')
+        if strict:  # a short error naming the first mismatches, not BasicSR's key-by-key log and torch's dump
+            check_state_matches(net, state, load_path)
+        else:
+            self._print_different_keys_loading(net, state, strict)
+        net.load_state_dict(state, strict=strict)
+
+    BaseModel.model_to_device = model_to_device
+    BaseModel.load_network = load_network
+
+
+def _patch_base_model_saving():
+    """``basicsr/models/base_model.py``: networks and training states are written in place (a kill while saving
+    leaves a truncated file that ``--auto_resume`` then picks), and non-finite weights are saved like any others."""
+    from basicsr.models.base_model import BaseModel
+    from .checkpoint import NonFiniteWeightsError, atomic_save
 
     def save_network(self, net, net_label, current_iter, param_key='params'):
         from basicsr.utils.dist_util import get_dist_info
@@ -209,21 +229,8 @@ def _patch_base_model():
         }
         atomic_save(state, os.path.join(self.opt['path']['training_states'], f'{current_iter}.state'))
 
-    def load_network(self, net, load_path, strict=True, param_key='params'):
-        net = self.get_bare_model(net)
-        state = extract_state_dict(safe_load(load_path), param_key, load_path)
-        logging.getLogger('basicsr').info(f'Loading {type(net).__name__} model from {load_path}, '
-                                          f'with param key: [{param_key}].')
-        if strict:  # a short error naming the first mismatches, not BasicSR's key-by-key log and torch's dump
-            check_state_matches(net, state, load_path)
-        else:
-            self._print_different_keys_loading(net, state, strict)
-        net.load_state_dict(state, strict=strict)
-
-    BaseModel.model_to_device = model_to_device
     BaseModel.save_network = save_network
     BaseModel.save_training_state = save_training_state
-    BaseModel.load_network = load_network
 
 
 def _weights_ext(opt):
@@ -265,5 +272,6 @@ def apply():
     _patch_dist_util()
     _patch_resume()
     _patch_base_model()
+    _patch_base_model_saving()
     _patch_lmdb_backend()
     _APPLIED = True

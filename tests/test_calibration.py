@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae, write_pairs
+from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae, write_pairs
 from senm_plugin.archs.senmvae_arch import SeNMVAE
-from senm_plugin.generate import GenerateError, run_generate, synthesize
+from senm_plugin.errors import GenerateError
+from senm_plugin.noise.model import synthesize
+from senm_plugin.tools.generate import run_generate
 from senm_plugin.noise.calibration import TEMPERATURE_GRID, fit_temperature, noise_rms
 
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -4,8 +4,8 @@ import json
 import cv2
 import numpy as np
 
-from conftest import run_basicsr
-from senm_plugin.data.noise_sim import sample_sidd_levels, sample_sidd_shot_read
+from helpers import run_basicsr
+from senm_plugin.noise.levels import sample_sidd_levels, sample_sidd_shot_read
 
 
 def test_sidd_prior_in_range():
@@ -55,11 +55,14 @@ def test_option_templates_come_from_the_repository_else_from_the_installed_packa
     import os
 
     import pytest
-    from senm_plugin import demo
-    assert demo._template_path('senm_cpu.yml') == os.path.join(demo.REPO_OPTIONS, 'senm_cpu.yml')
-    monkeypatch.setattr(demo, 'REPO_OPTIONS', str(tmp_path))  # as in a wheel install: no options/ beside the package
+    from senm_plugin.tools import demo_train
+    from senm_plugin.tools.demo import SENM_TEMPLATE
+    assert demo_train.template_path(SENM_TEMPLATE) == os.path.join(demo_train.REPO_OPTIONS, 'train', 'senm_cpu.yml')
+    # as in a wheel install: no options/ beside the package
+    monkeypatch.setattr(demo_train, 'REPO_OPTIONS', str(tmp_path))
     if importlib.util.find_spec('senm_plugin.options') is not None:  # installed from a wheel (setup.py package_dir)
-        assert demo._template_path('senm_cpu.yml').endswith(os.path.join('senm_plugin', 'options', 'senm_cpu.yml'))
+        assert demo_train.template_path(SENM_TEMPLATE).endswith(
+            os.path.join('senm_plugin', 'options', 'train', 'senm_cpu.yml'))
     else:
         with pytest.raises(FileNotFoundError, match='found neither in'):
-            demo._template_path('senm_cpu.yml')
+            demo_train.template_path(SENM_TEMPLATE)

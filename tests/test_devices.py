@@ -10,16 +10,16 @@ import yaml
 
 import senm_plugin  # noqa: F401
 from basicsr.models import build_model
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from senm_plugin.archs.senmvae_arch import SeNMVAE
-from senm_plugin.generate import synthesize
+from senm_plugin.noise.model import synthesize
 
 DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA'))]
 pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def build(option_file, tmp_path, device, amp):
-    with open(f'{REPO_ROOT}/options/{option_file}') as f:
+    with open(f'{REPO_ROOT}/tests/data/{option_file}') as f:
         opt = yaml.safe_load(f)
     opt.update(is_train=True, dist=False, rank=0, world_size=1, auto_resume=False, num_gpu=int(device == 'cuda'))
     opt['path'].update(experiments_root=str(tmp_path), models=str(tmp_path / 'models'),
@@ -64,7 +64,7 @@ def test_scaoednet_training_steps_in_every_precision(tmp_path, device):
 @pytest.mark.parametrize('device', DEVICES)
 def test_generation_is_seeded_per_image_on_the_device(device):
     torch.manual_seed(0)
-    net = SeNMVAE(num_feat=8, num_levels=[1, 1], zn_dim=4, num_grow_ch=8, zero_init_projections=False).to(device)
+    net = SeNMVAE(num_feat=8, num_latent_layers=[1, 1], zn_dim=4, num_grow_ch=8, zero_init_projections=False).to(device)
     net.eval()
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for _ in range(3)]

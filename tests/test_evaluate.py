@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
-from senm_plugin.evaluate import EvaluateError, evaluate_noise, main, paired_levels
+from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
+from senm_plugin.errors import EvaluateError
+from senm_plugin.noise.levels import paired_levels
+from senm_plugin.tools.evaluate import evaluate_noise, main
 
 SIGMA = 10.0
 
@@ -113,7 +115,7 @@ def test_paired_levels_and_errors(tmp_path):
 
 
 def test_line_plot_is_written_with_missing_values(tmp_path):
-    from senm_plugin.noise_pictures import plot_lines
+    from senm_plugin.tools.plots import plot_lines
     x = np.linspace(0, 255, 16)
     series = {'real': (x, 5 + 0.01 * x), 'generated': (x, np.full(16, 6.0)), 'gaussian': (x, np.full(16, np.nan))}
     path = plot_lines(str(tmp_path / 'p.png'), series, {'generated': 'ours'}, 'title', 'x', 'y', log_y=True)
@@ -150,7 +152,9 @@ def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thre
     assert report['settings']['levels'] == 'paired'
     assert report['settings']['levels_used']['mean'] == pytest.approx(np.mean(paired_levels(clean, real)))
     # levels estimated by the level network saved beside the model (the same helper as basicsr generate's)
-    from senm_plugin.generate import ImageSet, estimate_levels, level_model_beside, load_level_net
+    from senm_plugin.data.image_set import ImageSet
+    from senm_plugin.noise.levels import estimate_levels
+    from senm_plugin.noise.model import level_model_beside, load_level_net
     assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--model', model, '--network-opt',
                  json.dumps(TINY_SENMVAE_OPT), '--level-network-opt', json.dumps(TINY_LEVEL_OPT), '--levels',
                  f'estimate:{real_dir}', '--level-pick', 'mean', '--out', str(tmp_path / 'r5'), '--device', 'cpu',
@@ -160,7 +164,7 @@ def test_command_line_with_generated_folder_and_model(tmp_path, capsys, one_thre
     assert used['min'] == used['max'] == pytest.approx(estimates.mean())
 
     # a `basicsr generate` output folder stands for its lq images
-    from senm_plugin.generate import run_generate
+    from senm_plugin.tools.generate import run_generate
     run_generate({'model': model, 'input': clean_dir, 'out': str(tmp_path / 'synth'), 'network_g': TINY_SENMVAE_OPT,
                   'device': 'cpu'}, progress=False)
     assert main(['noise', '--clean', clean_dir, '--real', real_dir, '--generated', str(tmp_path / 'synth'),

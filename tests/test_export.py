@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SENMVAE_OPT, save_tiny_senmvae
+from helpers import TINY_SENMVAE_OPT, save_tiny_senmvae
 from senm_plugin.archs.scaoednet_arch import ScaoedNet
 from senm_plugin.checkpoint import atomic_save
-from senm_plugin.export import _run_onnx, main
+from senm_plugin.tools.export import main, run_onnx
 
 ort = pytest.importorskip('onnxruntime')
 TINY_SCAOEDNET = {'num_feat': 16, 'num_stages': 2, 'num_blocks': 1}
@@ -26,14 +26,14 @@ def test_scaoednet_export_matches_pytorch_at_any_size(tmp_path, capsys):
     x = torch.rand(3, 3, 47, 39)  # batch, odd height and width: none of them traced
     with torch.no_grad():
         ref = net(x).numpy()
-    got = _run_onnx(str(out), {'noisy': x})
+    got = run_onnx(str(out), {'noisy': x})
     assert got.shape == (3, 3, 47, 39) and np.abs(got - ref).max() < 1e-4
 
 
 def test_senmvae_translate_export_samples_noise_at_each_level(tmp_path, capsys):
     model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
     out = tmp_path / 'noise.onnx'
-    opt = '{"num_feat": %d, "num_levels": [1, 1], "zn_dim": %d, "num_grow_ch": %d}' % (
+    opt = '{"num_feat": %d, "num_latent_layers": [1, 1], "zn_dim": %d, "num_grow_ch": %d}' % (
         TINY_SENMVAE_OPT['num_feat'], TINY_SENMVAE_OPT['zn_dim'], TINY_SENMVAE_OPT['num_grow_ch'])
     code = main(['onnx', '--model', model, '--arch', 'SeNMVAE-translate', '--network-opt', opt, '--residual', 'level',
                  '--out', str(out), '--size', '32'])

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae, write_pairs
+from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae, write_pairs
 from senm_plugin import cli
 
 

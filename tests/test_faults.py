@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_pairs
+from helpers import write_pairs
 from senm_plugin.checkpoint import atomic_save, safe_load
-from senm_plugin.data import prepare
-from senm_plugin.evaluate import evaluate_noise
+from senm_plugin.tools import prepare
+from senm_plugin.tools.evaluate import evaluate_noise
 
 
 def test_checkpoints_get_the_umask_mode_and_killed_saves_are_cleaned(tmp_path):
@@ -52,7 +52,7 @@ def test_prepare_refuses_one_folder_as_both_sides_of_the_pairs(tmp_path, capsys)
 
 
 def test_auto_resume_falls_back_past_a_truncated_network_file(tmp_path):
-    from conftest import run_basicsr
+    from helpers import run_basicsr
     from test_foundation import tiny_option, write_yaml
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
     path = write_yaml(tmp_path / 'train.yml', tiny_option('fb', gt_dir, lq_dir, total_iter=4, save_freq=2))
@@ -86,8 +86,9 @@ def _edit_image(path):
 
 def test_an_edited_input_is_not_kept_as_finished(tmp_path, capsys):
     import json
-    from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
-    from senm_plugin.generate import GenerateError, run_generate
+    from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
+    from senm_plugin.errors import GenerateError
+    from senm_plugin.tools.generate import run_generate
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'pairs'), num=3, size=24)
     args = ['folders', '--paired-gt', gt_dir, '--paired-lq', lq_dir, '--out', str(tmp_path / 'lmdb'), '--workers', '1']
     assert prepare.main(args) == 0
@@ -136,7 +137,7 @@ def test_lmdb_faults_are_found_when_the_dataset_is_built_and_by_prepare_verify(t
 
 
 def test_a_broken_option_file_stops_train_before_any_work(tmp_path):
-    from conftest import run_basicsr
+    from helpers import run_basicsr
     from test_foundation import tiny_option, write_yaml
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
     opt = tiny_option('broken', gt_dir, lq_dir)
@@ -174,8 +175,8 @@ def test_a_broken_option_file_stops_train_before_any_work(tmp_path):
 @pytest.mark.parametrize('verb', ['generate', 'evaluate'])
 @pytest.mark.parametrize('kind', ['file', 'read-only'])
 def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, verb, kind):
-    from conftest import save_tiny_senmvae
-    from senm_plugin import evaluate, generate
+    from helpers import save_tiny_senmvae
+    from senm_plugin.tools import evaluate, generate
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'pairs'), num=2)
     if kind == 'file':
         out = tmp_path / 'out.txt'
@@ -202,8 +203,10 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypa
 def test_a_second_generate_into_the_same_out_stops_at_once(tmp_path):
     import fcntl
     import json
-    from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
-    from senm_plugin.generate import LOCK, GenerateError, run_generate
+    from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, save_tiny_senmvae
+    from senm_plugin.errors import GenerateError
+    from senm_plugin.tools.generate import run_generate
+    from senm_plugin.tools.generate_output import LOCK
     gt_dir, _ = write_pairs(str(tmp_path / 'pairs'), num=2, size=24)
     model, _, _ = save_tiny_senmvae(str(tmp_path / 'models'))
     cfg = {'model': model, 'input': gt_dir, 'out': str(tmp_path / 'gen'), 'network_g': json.dumps(TINY_SENMVAE_OPT),
@@ -221,7 +224,7 @@ def test_a_second_generate_into_the_same_out_stops_at_once(tmp_path):
 
 
 def test_train_from_a_checkpoint_of_another_architecture_says_so_briefly(tmp_path):
-    from conftest import run_basicsr
+    from helpers import run_basicsr
     from test_foundation import tiny_option, write_yaml
     gt_dir, lq_dir = write_pairs(str(tmp_path / 'data'))
     other = tmp_path / 'other.pth'

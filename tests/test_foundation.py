@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
+from helpers import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
 from senm_plugin.checkpoint import CheckpointError, atomic_save, extract_state_dict, safe_load
 
 
@@ -272,7 +272,8 @@ def test_every_option_file_names_registered_classes_that_build():
     import yaml
     from basicsr.archs import build_network
     from basicsr.utils.registry import MODEL_REGISTRY
-    files = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*.yml')))
+    files = sorted(glob.glob(os.path.join(REPO_ROOT, 'options', '*', '*.yml')) +
+                   glob.glob(os.path.join(REPO_ROOT, 'tests', 'data', '*.yml')))
     assert any(f.endswith('senm_cpu.yml') for f in files)
     for path in files:
         with open(path) as f:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, run_basicsr, save_tiny_senmvae, write_pairs
-from senm_plugin.data.noise_sim import SIDD_LOG_SHOT_RANGE
-from senm_plugin.generate import GenerateError, main, plan_levels, run_generate
+from helpers import TINY_LEVEL_OPT, TINY_SENMVAE_OPT, run_basicsr, save_tiny_senmvae, write_pairs
+from senm_plugin.errors import GenerateError
+from senm_plugin.noise.levels import SIDD_LOG_SHOT_RANGE, plan_levels
+from senm_plugin.tools.generate import main, run_generate
 
 NET_OPT = json.dumps(TINY_SENMVAE_OPT)
 
@@ -125,7 +126,9 @@ def test_level_modes(setup, tmp_path):
 
     # estimate: the net_le file beside net_g is found; each image gets one of the real images' estimates
     est = run_generate(_cfg(setup, tmp_path / 'e', levels=f'estimate:{setup["noisy"]}'), progress=False)
-    from senm_plugin.generate import ImageSet, estimate_levels, load_level_net
+    from senm_plugin.data.image_set import ImageSet
+    from senm_plugin.noise.levels import estimate_levels
+    from senm_plugin.noise.model import load_level_net
     estimates = estimate_levels(load_level_net(setup['level_model'], TINY_LEVEL_OPT), ImageSet(setup['noisy']))
     assert est['settings']['estimates']['count'] == 5
     assert all(np.isclose(estimates, i['level']).any() for i in est['images'])
@@ -137,7 +140,7 @@ def test_level_modes(setup, tmp_path):
 
 
 def test_highpass_levels_need_pairs_and_follow_the_scaled_estimate(setup, tmp_path):
-    from senm_plugin.generate import ImageSet
+    from senm_plugin.data.image_set import ImageSet
     from senm_plugin.noise.level_estimate import fit_scale, highpass_sigma
     # the bare checkpoint has no net_le beside it: the high-pass estimator does not need one
     cfg = _cfg(setup, tmp_path / 'h', model=setup['bare'], levels=f'estimate:{setup["noisy"]}',
@@ -239,7 +242,7 @@ def test_two_processes_under_torchrun_write_what_one_process_writes(setup, tmp_p
     assert main(args + ['--out', str(tmp_path / 'one')]) == 0
     env = dict(os.environ, OMP_NUM_THREADS='1')
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m',
-                           'senm_plugin.generate'] + args + ['--out', str(tmp_path / 'two')],
+                           'senm_plugin.tools.generate'] + args + ['--out', str(tmp_path / 'two')],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank, share in ((0, 3), (1, 2)):  # 5 images: every second one each

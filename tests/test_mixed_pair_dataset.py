@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from basicsr.utils.registry import DATASET_REGISTRY
-from conftest import REPO_ROOT, folder_to_lmdb, write_pairs
+from helpers import REPO_ROOT, folder_to_lmdb, write_pairs
 from senm_plugin.data.mixed_pair_dataset import MixedPairDataset
 
 SYNTH_SIGMA, REAL_SIGMA = 4.0, 20.0
@@ -35,10 +35,10 @@ def _opt(roots, **kw):
 def test_registered_and_exact_share_per_epoch(roots):
     ds = DATASET_REGISTRY.get('MixedPairDataset')(_opt(roots))
     # default length: every pair appears: max(20 / 0.8, 3 / 0.2) = 25 indices, 5 of them real
-    assert len(ds) == 25 and int((ds.source == 1).sum()) == 5
-    assert set(ds.item[ds.source == 1]) == {0, 1, 2} and set(ds.item[ds.source == 0]) == set(range(20))
+    assert len(ds) == 25 and int((ds.origin == 1).sum()) == 5
+    assert set(ds.item[ds.origin == 1]) == {0, 1, 2} and set(ds.item[ds.origin == 0]) == set(range(20))
     big = MixedPairDataset(_opt(roots, num_samples=1000, real_ratio=0.35))
-    assert int((big.source == 1).sum()) == 350
+    assert int((big.origin == 1).sum()) == 350
 
 
 def test_ratio_holds_for_random_draws(roots):
@@ -47,7 +47,7 @@ def test_ratio_holds_for_random_draws(roots):
     rng = np.random.default_rng(0)
     draws = 4000
     idx = rng.integers(0, len(ds), draws)
-    share = (ds.source[idx] == 1).mean()
+    share = (ds.origin[idx] == 1).mean()
     assert abs(share - 0.3) < 4 * np.sqrt(0.3 * 0.7 / draws)  # binomial, 4 standard deviations
     # and the items read really come from the right source: the noise std tells them apart
     random.seed(0)
@@ -55,7 +55,7 @@ def test_ratio_holds_for_random_draws(roots):
     for i in range(40):
         item = ds[i]
         assert item['gt'].shape == item['lq'].shape == (3, 16, 16)
-        stds[item['source']].append(float((item['lq'] - item['gt']).std() * 255))
+        stds[item['origin']].append(float((item['lq'] - item['gt']).std() * 255))
     assert stds[0] and stds[1]
     assert max(stds[0]) < 8 < min(stds[1])
 
@@ -63,9 +63,9 @@ def test_ratio_holds_for_random_draws(roots):
 def test_deterministic_under_seed(roots):
     a, b = MixedPairDataset(_opt(roots, seed=3)), MixedPairDataset(_opt(roots, seed=3))
     c = MixedPairDataset(_opt(roots, seed=4))
-    np.testing.assert_array_equal(a.source, b.source)
+    np.testing.assert_array_equal(a.origin, b.origin)
     np.testing.assert_array_equal(a.item, b.item)
-    assert not (np.array_equal(a.source, c.source) and np.array_equal(a.item, c.item))
+    assert not (np.array_equal(a.origin, c.origin) and np.array_equal(a.item, c.item))
     random.seed(7)
     x = a[5]
     random.seed(7)
@@ -79,19 +79,19 @@ def test_sources_list_weights_and_val_phase(roots):
                {'name': 'real', 'dataroot_gt': roots['real_gt'], 'dataroot_lq': roots['real_lq'],
                 'io_backend': {'type': 'lmdb'}, 'weight': 3}]
     ds = MixedPairDataset({'sources': sources, 'gt_size': 16, 'num_samples': 400, 'phase': 'train'})
-    assert int((ds.source == 1).sum()) == 300
+    assert int((ds.origin == 1).sum()) == 300
     ds = MixedPairDataset({'sources': sources, 'ratios': [1, 0], 'gt_size': 16, 'num_samples': 100})
-    assert int((ds.source == 1).sum()) == 0
+    assert int((ds.origin == 1).sum()) == 0
     val = MixedPairDataset({'sources': sources, 'phase': 'val'})
     assert len(val) == 23
     item = val[22]
-    assert item['source'] == 1 and item['gt_path'] == '002' and item['gt'].shape == (3, 32, 32)
+    assert item['origin'] == 1 and item['gt_path'] == '002' and item['gt'].shape == (3, 32, 32)
 
 
 def test_synth_only_and_errors(roots):
     only = MixedPairDataset({'dataroot_synth_gt': roots['synth_gt'], 'dataroot_synth_lq': roots['synth_lq'],
                              'gt_size': 16})
-    assert len(only) == 20 and not only.source.any()
+    assert len(only) == 20 and not only.origin.any()
     with pytest.raises(ValueError, match='dataroot_real_gt and dataroot_real_lq'):
         MixedPairDataset(_opt(roots, dataroot_real_lq=None))
     with pytest.raises(ValueError, match='real_ratio must be in'):
@@ -107,7 +107,7 @@ def test_synth_only_and_errors(roots):
 
 def test_synth_option_file_builds_the_dataset(roots):
     import yaml
-    with open(os.path.join(REPO_ROOT, 'options', 'scaoednet_sidd_synth.yml')) as f:
+    with open(os.path.join(REPO_ROOT, 'options', 'train', 'scaoednet_sidd_synth.yml')) as f:
         opt = yaml.safe_load(f)
     train = opt['datasets']['train']
     assert train['type'] == 'MixedPairDataset'
@@ -117,4 +117,4 @@ def test_synth_option_file_builds_the_dataset(roots):
     train.pop('io_backend_synth', None)
     train.pop('io_backend_real', None)
     ds = MixedPairDataset(train)
-    assert len(ds) > 0 and abs((ds.source == 1).mean() - train['real_ratio']) < 0.05
+    assert len(ds) > 0 and abs((ds.origin == 1).mean() - train['real_ratio']) < 0.05

@@ -12,8 +12,8 @@ from senm_plugin.metrics.fid import (FIDWeightsNotFoundError, calculate_fid_imag
                                      find_inception_weights, frechet_distance, frechet_distance_from_features)
 from senm_plugin.metrics.noise_metric import (akld_from_noise, calculate_noise_akld, calculate_noise_kld,
                                               gray_like_reference, local_noise_variance)
-from senm_plugin.metrics.noise_stats import (GaussianNoise, PoissonGaussianNoise, fit_gaussian, fit_poisson_gaussian,
-                                             noise_histogram, noise_level_curve)
+from senm_plugin.metrics.noise_stats import noise_histogram, noise_level_curve
+from senm_plugin.noise.baselines import GaussianNoise, PoissonGaussianNoise, fit_gaussian, fit_poisson_gaussian
 
 EPS = 1e-8  # reference compute_kl.py smoothing of the real histogram
 

@@ -8,8 +8,9 @@ import pytest
 
 import senm_plugin  # noqa: F401
 from basicsr.utils import FileClient
-from conftest import run_basicsr
-from senm_plugin.data import lmdb_io, prepare
+from helpers import run_basicsr
+from senm_plugin.data import lmdb_io
+from senm_plugin.tools import prepare
 
 CROP, PER_IMAGE = 16, 4
 
@@ -170,7 +171,7 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
 
 
 def test_folders_whole_and_cropped(tmp_path, capsys):
-    from conftest import write_pairs
+    from helpers import write_pairs
     gt, lq = write_pairs(str(tmp_path / 'pairs'), num=3, size=32)
     src, _ = write_pairs(str(tmp_path / 'clean'), num=2, size=32, seed=1)
     _, tgt = write_pairs(str(tmp_path / 'noisy'), num=4, size=32, seed=2)

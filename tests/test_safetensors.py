@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from conftest import TINY_SENMVAE_OPT, run_basicsr, save_tiny_senmvae, write_pairs
+from helpers import TINY_SENMVAE_OPT, run_basicsr, save_tiny_senmvae, write_pairs
 from senm_plugin.checkpoint import CheckpointError, atomic_save, load_network_weights, safe_load
 from test_foundation import tiny_option, write_yaml
 
@@ -69,7 +69,7 @@ def test_training_saves_safetensors_and_resumes_from_them(tmp_path):
 
 
 def test_generate_reads_safetensors_checkpoints(tmp_path):
-    from senm_plugin.generate import level_model_beside, load_level_net, load_senmvae
+    from senm_plugin.noise.model import level_model_beside, load_level_net, load_senmvae
     model, level_model, _ = save_tiny_senmvae(str(tmp_path / 'pth'))
     for src in (model, level_model):
         name = os.path.basename(src).replace('.pth', '.safetensors')

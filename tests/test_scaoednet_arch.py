@@ -6,7 +6,7 @@ from torch import nn
 import senm_plugin  # noqa: F401
 from basicsr.utils.registry import ARCH_REGISTRY
 from senm_plugin.archs.scaoednet_arch import ScaoedNet
-from senm_plugin.archs.tiling import self_ensemble, tiled_forward
+from senm_plugin.archs.inference import self_ensemble, tiled_forward
 from senm_plugin.checkpoint import CheckpointError, load_network_weights
 
 TINY = dict(num_feat=8, num_stages=2, num_blocks=1)

@@ -11,9 +11,9 @@ import yaml
 import senm_plugin  # noqa: F401
 from basicsr.models import build_model
 from senm_plugin.models.scaoednet_model import noise_level_map
-from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
+from helpers import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
 
-TINY_OPT = os.path.join(REPO_ROOT, 'options', 'tiny_scaoednet.yml')
+TINY_OPT = os.path.join(REPO_ROOT, 'tests', 'data', 'tiny_scaoednet.yml')
 
 
 def load_tiny_opt():

@@ -18,15 +18,23 @@ pytestmark = pytest.mark.usefixtures('one_thread')
 
 def tiny_net(seed=0):
     torch.manual_seed(seed)
-    net = SeNMVAE(num_feat=8, num_levels=[1, 1], zn_dim=4, num_grow_ch=4)
+    net = SeNMVAE(num_feat=8, num_latent_layers=[1, 1], zn_dim=4, num_grow_ch=4)
     with torch.no_grad():  # leave the zero init so that every latent changes the output
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
     return net
 
 
+def test_the_old_option_name_num_levels_still_builds_the_same_network_with_a_warning():
+    with pytest.warns(FutureWarning, match='num_latent_layers'):
+        old = SeNMVAE(num_feat=8, num_levels=[1, 2], zn_dim=4, num_grow_ch=4)
+    new = SeNMVAE(num_feat=8, num_latent_layers=[1, 2], zn_dim=4, num_grow_ch=4)
+    assert old.num_latent_layers == [1, 2] and old.num_layers == new.num_layers == 4
+    assert {k: v.shape for k, v in old.state_dict().items()} == {k: v.shape for k, v in new.state_dict().items()}
+
+
 def test_reference_sizes():
-    net = ARCH_REGISTRY.get('SeNMVAE')(num_feat=64, num_levels=[2, 4], zn_dim=16)
+    net = ARCH_REGISTRY.get('SeNMVAE')(num_feat=64, num_latent_layers=[2, 4], zn_dim=16)
     state = net.state_dict()
     assert sum(p.numel() for p in net.parameters()) == 19_955_739
     assert len(state) == 958 and net.num_layers == 7

@@ -11,12 +11,12 @@ import torch
 import yaml
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from conftest import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
+from helpers import REPO_ROOT, folder_to_lmdb, run_basicsr, write_pairs
 from senm_plugin.domains import PAIRED, SOURCE, TARGET
 from senm_plugin.checkpoint import NonFiniteWeightsError
 from senm_plugin.models.senmvae_model import TrainingDivergedError
 
-TINY_YML = os.path.join(REPO_ROOT, 'options', 'tiny_senm.yml')
+TINY_YML = os.path.join(REPO_ROOT, 'tests', 'data', 'tiny_senm.yml')
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')

@@ -12,7 +12,7 @@ import senm_plugin  # noqa: F401
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.utils.registry import DATASET_REGISTRY
-from senm_plugin.data import prepare
+from senm_plugin.tools import prepare
 from senm_plugin.data.schedule import domain_schedule
 from senm_plugin.domains import PAIRED, SOURCE, TARGET
 

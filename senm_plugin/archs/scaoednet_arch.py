@@ -12,7 +12,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from ..heap import retained_heap
 from ..ops.winograd import winograd_convs
 from .scaoednet_blocks import ConvLayer, DENet, InitialDENet, RENet
-from .tiling import channels_last_weights, self_ensemble, tiled_forward
+from .inference import channels_last_weights, self_ensemble, tiled_forward
 
 
 @ARCH_REGISTRY.register()

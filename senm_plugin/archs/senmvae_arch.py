@@ -7,6 +7,7 @@ Attribute names are those of the reference checkpoints (zhengdihan/SeNM-VAE, ``S
 ``*_H`` belongs to the clean image x, ``*_L`` to the noisy image y, ``*_N`` to the noise encoder.
 """
 import contextlib
+import warnings
 
 import torch
 from basicsr.utils.registry import ARCH_REGISTRY
@@ -16,7 +17,7 @@ from ..domains import PAIRED, SOURCE, TARGET
 from ..ops.winograd import winograd_convs
 from .senmvae_blocks import (DownSample, GaussianHead, RDB, UpSample, append_level, gaussian_kl, gaussian_sample,
                              level_map, mixture_select, noise_std)
-from .tiling import channels_last_weights
+from .inference import channels_last_weights
 
 
 @ARCH_REGISTRY.register()
@@ -26,8 +27,10 @@ class SeNMVAE(nn.Module):
     Args:
         num_in_ch (int): image channels. Default: 3.
         num_feat (int): feature channels of every layer (reference ``nf``). Default: 64.
-        num_levels (list[int]): RDB latent layers per resolution (reference ``nls``); a DownSample latent layer sits
-            between consecutive resolutions, so ``[2, 4]`` gives L = 2 + 1 + 4 = 7 latent layers. Default: [2, 4].
+        num_latent_layers (list[int]): RDB latent layers per resolution (reference ``nls``); a DownSample latent layer
+            sits between consecutive resolutions, so ``[2, 4]`` gives L = 2 + 1 + 4 = 7 latent layers. Default: [2, 4].
+            (Its old name ``num_levels`` is still accepted, with a warning, until the next release: "level" is the
+            noise level everywhere else.)
         zn_dim (int): channels of each degradation latent layer zn^l. Default: 16.
         num_down (int): extra 2x down-samplings before the first latent layer. Default: 0.
         num_grow_ch (int): growth channels of the residual dense blocks. Default: 32.
@@ -45,12 +48,16 @@ class SeNMVAE(nn.Module):
             to use them (not in the paper). Default: None.
     """
 
-    def __init__(self, num_in_ch=3, num_feat=64, num_levels=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32,
-                 winograd=True, zero_init_projections=True, logsigma_init=None):
+    def __init__(self, num_in_ch=3, num_feat=64, num_latent_layers=(2, 4), zn_dim=16, num_down=0, num_grow_ch=32,
+                 winograd=True, zero_init_projections=True, logsigma_init=None, num_levels=None):
         super().__init__()
+        if num_levels is not None:
+            warnings.warn('SeNMVAE: the option num_levels is now num_latent_layers (the old name goes in the next '
+                          'release); rename it in network_g', FutureWarning, stacklevel=2)
+            num_latent_layers = num_levels
         self.winograd = winograd
         nf = num_feat
-        self.num_levels = list(num_levels)
+        self.num_latent_layers = list(num_latent_layers)
         self.num_down = num_down
 
         def inconv():
@@ -61,8 +68,8 @@ class SeNMVAE(nn.Module):
         names = ('encs_H', 'encs_L', 'encs_N', 'Gauconv_zn_q', 'Gauconv_zn_p', 'Gauconv_z_L', 'Gauconv_z_H', 'dec',
                  'proj_zn', 'proj_z')
         layers = {name: [] for name in names}
-        for level, num in enumerate(self.num_levels):
-            last = level == len(self.num_levels) - 1
+        for scale, num in enumerate(self.num_latent_layers):
+            last = scale == len(self.num_latent_layers) - 1
             for k in range(num + (0 if last else 1)):
                 resample = k == num  # the latent layer that changes resolution
                 for name in ('encs_H', 'encs_L', 'encs_N'):
@@ -190,14 +197,8 @@ class SeNMVAE(nn.Module):
 
     def _forward(self, clean, noisy, noise_level, domain, mix_x, mix_y, deterministic):
         """``forward`` without the choice of convolution kernel."""
-        domain = domain.reshape(-1).to(clean.device)
-        idx_p = torch.nonzero(domain == PAIRED).flatten()
-        idx_s = torch.nonzero(domain == SOURCE).flatten()
-        idx_t = torch.nonzero(domain == TARGET).flatten()
+        idx_p, idx_s, idx_t = self._split_domains(domain, clean.device)
         s, p, t = idx_s.numel(), idx_p.numel(), idx_t.numel()
-        if s + p + t != domain.numel():
-            raise ValueError(f'domain labels must be {PAIRED} (paired), {SOURCE} (source) or {TARGET} (target), '
-                             f'got {domain.tolist()}')
 
         # Rows of the shared decoder state: [source, paired (x pass), paired (y pass), target]. The q(z|x) head
         # then runs on the contiguous rows [:s+2p] and the q(z|y) head on [s:], each only where a loss needs it.
@@ -255,6 +256,16 @@ class SeNMVAE(nn.Module):
             'z_idx': idx_p,
             'kl_z': kl_z[:p] + kl_z[p:],
         }
+
+    @staticmethod
+    def _split_domains(domain, device):
+        """Batch indices of the paired, source and target samples; any other label raises ValueError."""
+        domain = domain.reshape(-1).to(device)
+        idx = [torch.nonzero(domain == d).flatten() for d in (PAIRED, SOURCE, TARGET)]
+        if sum(i.numel() for i in idx) != domain.numel():
+            raise ValueError(f'domain labels must be {PAIRED} (paired), {SOURCE} (source) or {TARGET} (target), '
+                             f'got {domain.tolist()}')
+        return idx
 
     @staticmethod
     def _rows(dec, start, stop):

@@ -175,11 +175,3 @@ class LmdbBuild:
         except Exception:  # noqa: BLE001 already closed or broken; it is deleted anyway
             pass
         remove_path(self.tmp_path)
-
-
-def write_json_atomic(path, obj):
-    """Write JSON to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:  # one top-level key per line: readable, and compact for 96,000 crops
-        f.write('{\n' + ',\n'.join(f'{json.dumps(k)}: {json.dumps(v)}' for k, v in obj.items()) + '\n}\n')
-    os.replace(tmp, path)

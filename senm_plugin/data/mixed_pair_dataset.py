@@ -7,14 +7,10 @@ from torch.utils import data as data
 
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
-                                       match_pairs)
-from senm_plugin.data.lmdb_io import read_meta_info, verify_lmdb
+from senm_plugin.data.image_io import ImageError, crop_for_phase, list_images
+from senm_plugin.data.lmdb_io import is_lmdb
+from senm_plugin.data.pair_source import read_image, read_meta_names, scan_folder_pair, scan_lmdb_pair
 from senm_plugin.data.schedule import domain_schedule
-
-
-def _is_lmdb_root(root):
-    return osp.isfile(osp.join(root, 'data.mdb'))
 
 
 @DATASET_REGISTRY.register()
@@ -37,7 +33,8 @@ class MixedPairDataset(data.Dataset):
     small source repeats its pairs in turn. Crops and flips use Python's ``random`` (seeded per worker by BasicSR).
     With ``phase`` val/test, every pair of every source is returned once, whole (or ``center_crop``), in order.
 
-    Returns ``lq`` and ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path`` and ``source`` (its index).
+    Returns ``lq`` and ``gt`` (float32 RGB CHW in [0, 1]), ``lq_path``, ``gt_path`` and ``origin`` (the index of its
+    source).
     """
 
     def __init__(self, opt):
@@ -57,10 +54,10 @@ class MixedPairDataset(data.Dataset):
         self.sizes = [len(f['gt_names']) for f in self.files]
         self.weights = [float(s['weight']) for s in self.sources]
         if self.train:
-            self.source, self.item = domain_schedule(self.sizes, self.weights, int(opt.get('seed', 0)),
+            self.origin, self.item = domain_schedule(self.sizes, self.weights, int(opt.get('seed', 0)),
                                                      opt.get('num_samples'))
         else:
-            self.source = np.repeat(np.arange(len(self.sizes), dtype=np.int8), self.sizes)
+            self.origin = np.repeat(np.arange(len(self.sizes), dtype=np.int8), self.sizes)
             self.item = np.concatenate([np.arange(n, dtype=np.int64) for n in self.sizes])
         self.clients = None
 
@@ -120,31 +117,19 @@ class MixedPairDataset(data.Dataset):
         backend = backend_opt.pop('type', 'auto')
         gt_root, lq_root, name = src['dataroot_gt'], src['dataroot_lq'], src['name']
         if backend == 'auto':
-            backend = 'lmdb' if _is_lmdb_root(gt_root) else 'disk'
+            backend = 'lmdb' if is_lmdb(gt_root) else 'disk'
         if backend not in ('disk', 'lmdb'):
             raise ValueError(f'MixedPairDataset: source {name}: io_backend type {backend!r}; use disk, lmdb or auto')
         if backend == 'lmdb':
-            gt = read_meta_info(gt_root, f'{name} dataroot_gt')
-            lq = read_meta_info(lq_root, f'{name} dataroot_lq')
-            verify_lmdb(gt_root, gt, f'{name} dataroot_gt')
-            verify_lmdb(lq_root, lq, f'{name} dataroot_lq')
-            lq_shapes = dict(lq)
-            gt_names, lq_names = match_pairs([k for k, _ in gt], [k for k, _ in lq], gt_root, lq_root)
-            for k, shape in gt:
-                if lq_shapes[k] != shape:
-                    raise ImageError(f'{gt_root}:{k} is {shape} but {lq_root}:{k} is {lq_shapes[k]}')
-                if self.train:
-                    check_min_size(shape, self.gt_size, f'{gt_root}:{k}')
+            gt_names, lq_names = scan_lmdb_pair(gt_root, lq_root, f'{name} dataroot_gt', f'{name} dataroot_lq',
+                                                self.gt_size if self.train else None)
         else:
-            gt_names = list_images(gt_root, f'{name} dataroot_gt')
-            meta = src.get('meta_info_file')
+            gt_names, meta = None, src.get('meta_info_file')
             if meta:
-                with open(meta) as f:
-                    wanted = {osp.splitext(line.split()[0])[0] for line in f if line.strip()}
-                gt_names = [n for n in gt_names if osp.splitext(n)[0] in wanted]
-            stems = {osp.splitext(n)[0] for n in gt_names}
-            lq_names = [n for n in list_images(lq_root, f'{name} dataroot_lq') if osp.splitext(n)[0] in stems]
-            gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
+                wanted = {osp.splitext(n)[0] for n in read_meta_names(meta, f'{name} meta_info_file')}
+                gt_names = [n for n in list_images(gt_root, f'{name} dataroot_gt') if osp.splitext(n)[0] in wanted]
+            gt_names, lq_names = scan_folder_pair(gt_root, lq_root, f'{name} dataroot_gt', f'{name} dataroot_lq',
+                                                  gt_names, only_partners=True)
         if not gt_names and float(src['weight']) > 0:
             raise ValueError(f'MixedPairDataset: source {name} holds no pairs')
         return {'name': name, 'backend': backend, 'backend_opt': backend_opt, 'gt_root': gt_root,
@@ -163,21 +148,14 @@ class MixedPairDataset(data.Dataset):
             self.clients.append(client)
 
     def _read(self, s, k, which):
-        f, client = self.files[s], self.clients[s]
-        root, name = f[f'{which}_root'], f[f'{which}_names'][k]
-        if f['backend'] == 'lmdb':
-            return decode_bgr8(client.get(name, which), f'{root}:{name}'), name
-        where = osp.join(root, name)
-        try:
-            content = client.get(where)
-        except OSError as err:
-            raise ImageError(f'{where}: cannot be read ({err.strerror or err})') from err
-        return decode_bgr8(content, where), where
+        f = self.files[s]
+        img, where = read_image(self.clients[s], f['backend'], f[f'{which}_root'], f[f'{which}_names'][k], which)
+        return img, (f[f'{which}_names'][k] if f['backend'] == 'lmdb' else where)
 
     def __getitem__(self, index):
         if self.clients is None:
             self._open()  # in the worker process: LMDB environments must not cross a fork
-        s, k = int(self.source[index]), int(self.item[index])
+        s, k = int(self.origin[index]), int(self.item[index])
         img_gt, gt_path = self._read(s, k, 'gt')
         img_lq, lq_path = self._read(s, k, 'lq')
         if img_gt.shape != img_lq.shape:
@@ -185,7 +163,7 @@ class MixedPairDataset(data.Dataset):
         imgs = crop_for_phase([img_gt, img_lq], gt_path, self.train, self.gt_size, self.use_hflip, self.use_rot,
                               self.center_crop)
         gt, lq = img2tensor([img.astype(np.float32) / 255. for img in imgs], bgr2rgb=True)
-        return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path, 'source': s}
+        return {'lq': lq, 'gt': gt, 'lq_path': lq_path, 'gt_path': gt_path, 'origin': s}
 
     def __len__(self):
-        return len(self.source)
+        return len(self.origin)

@@ -7,9 +7,8 @@ from torch.utils import data as data
 
 from basicsr.utils import FileClient, img2tensor
 from basicsr.utils.registry import DATASET_REGISTRY
-from senm_plugin.data.image_io import (ImageError, check_min_size, crop_for_phase, decode_bgr8, list_images,
-                                       match_pairs)
-from senm_plugin.data.lmdb_io import read_meta_info, verify_lmdb
+from senm_plugin.data.image_io import ImageError, crop_for_phase, list_images
+from senm_plugin.data.pair_source import read_image, read_meta_names, scan_folder_pair, scan_lmdb, scan_lmdb_pair
 from senm_plugin.data.schedule import domain_schedule
 from senm_plugin.domains import DOMAIN_NAMES, PAIRED
 
@@ -109,62 +108,28 @@ class TriDomainDataset(data.Dataset):
         gt_key, lq_key = _ROOT_KEYS[d]
         gt_root, lq_root = self.opt[gt_key], self.opt[lq_key]
         if self.backend == 'lmdb':
-            gt = read_meta_info(gt_root, gt_key)
-            verify_lmdb(gt_root, gt, gt_key)  # now, not hours into training when a sample is drawn
-            self._check_lmdb_sizes(gt, gt_root)
-            gt_names = [k for k, _ in gt]
+            need = self.gt_size if self.train else self.center_crop
+            what = 'gt_size' if self.train else 'center_crop'
             if d != PAIRED:
+                gt_names = scan_lmdb(gt_root, gt_key, need, what)[0]
                 return gt_names, gt_names, gt_root, gt_root
-            lq = read_meta_info(lq_root, lq_key)
-            verify_lmdb(lq_root, lq, lq_key)
-            lq_names, lq_shapes = [k for k, _ in lq], dict(lq)
-            gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
-            for k, shape in gt:
-                if lq_shapes[k] != shape:
-                    raise ImageError(f'{gt_root}:{k} is {shape} but {lq_root}:{k} is {lq_shapes[k]}')
-            return gt_names, lq_names, gt_root, lq_root
-        gt_names = self._disk_names(d, gt_root, gt_key)
-        if d != PAIRED:
-            return gt_names, gt_names, gt_root, gt_root
-        lq_names = self._disk_names(d, lq_root, lq_key, gt_names)
-        gt_names, lq_names = match_pairs(gt_names, lq_names, gt_root, lq_root)
-        return gt_names, lq_names, gt_root, lq_root
-
-    def _disk_names(self, d, root, key, gt_names=None):
+            return (*scan_lmdb_pair(gt_root, lq_root, gt_key, lq_key, need, what), gt_root, lq_root)
         meta = self.opt.get(f'meta_info_{DOMAIN_NAMES[d]}') or (self.opt.get('meta_info_file') if d == PAIRED else None)
-        if not meta:
-            return list_images(root, key)
-        if gt_names is not None:  # the meta info lists the gt names; lq files are found by stem in the lq folder
-            stems = {osp.splitext(n)[0] for n in gt_names}
-            return [n for n in list_images(root, key) if osp.splitext(n)[0] in stems]
-        with open(meta) as f:
-            names = [line.split()[0] for line in f if line.strip()]
-        if not names:
-            raise ValueError(f'meta_info_{DOMAIN_NAMES[d]}: {meta} lists no image')
+        gt_names = self._meta_names(meta, d, gt_root) if meta else None
+        if d != PAIRED:
+            gt_names = gt_names or list_images(gt_root, gt_key)
+            return gt_names, gt_names, gt_root, gt_root
+        return (*scan_folder_pair(gt_root, lq_root, gt_key, lq_key, gt_names), gt_root, lq_root)
+
+    @staticmethod
+    def _meta_names(meta, d, root):
+        names = read_meta_names(meta, f'meta_info_{DOMAIN_NAMES[d]}')
         missing = [n for n in names if not osp.isfile(osp.join(root, n))]
         if missing:
             raise FileNotFoundError(f'{meta} lists {len(missing)} file(s) missing from {root}: {missing[:5]}')
         return names
 
-    def _check_lmdb_sizes(self, entries, root):
-        need = self.gt_size if self.train else self.center_crop
-        if need:
-            for k, shape in entries:
-                check_min_size(shape, int(need), f'{root}:{k}', 'gt_size' if self.train else 'center_crop')
-
     # ----------------------------------------------------------------------------------------------- reading
-    def _read(self, root, name, client_key):
-        if self.backend == 'lmdb':
-            where = f'{root}:{name}'
-            content = self.file_client.get(name, client_key)
-        else:
-            where = osp.join(root, name)
-            try:
-                content = self.file_client.get(where)
-            except OSError as err:
-                raise ImageError(f'{where}: cannot be read ({err.strerror or err})') from err
-        return decode_bgr8(content, where), where
-
     def _open(self):
         if self.backend == 'lmdb':
             # environments are shared per process and path by senm_plugin.compat (py-lmdb refuses a second open)
@@ -181,10 +146,10 @@ class TriDomainDataset(data.Dataset):
         d, k = int(self.domain[index]), int(self.item[index])
         gt_names, lq_names, gt_root, lq_root = self.files[d]
         gt_client, lq_client = _CLIENT_KEYS[d]
-        img_gt, gt_path = self._read(gt_root, gt_names[k], gt_client)
+        img_gt, gt_path = read_image(self.file_client, self.backend, gt_root, gt_names[k], gt_client)
         imgs = [img_gt]
         if d == PAIRED:
-            img_lq, lq_path = self._read(lq_root, lq_names[k], lq_client)
+            img_lq, lq_path = read_image(self.file_client, self.backend, lq_root, lq_names[k], lq_client)
             if img_lq.shape != img_gt.shape:
                 raise ImageError(f'{gt_path} is {img_gt.shape[:2]} but its partner {lq_path} is {img_lq.shape[:2]}')
             imgs.append(img_lq)

@@ -29,7 +29,7 @@ def fit_temperature(net, clean_imgs, noisy_imgs, residual=False, seed=0, device=
     Returns ``(temperature, facts)``: the AKLD at every temperature tried, and the real and generated noise std
     (8-bit levels) at the chosen one.
     """
-    from senm_plugin.generate import synthesize
+    from senm_plugin.noise.model import synthesize
     from senm_plugin.metrics.noise_metric import calculate_noise_akld
     if not clean_imgs or len(clean_imgs) != len(noisy_imgs):
         raise ValueError(f'calibration needs matching clean and noisy images, got {len(clean_imgs)} and '
@@ -44,3 +44,18 @@ def fit_temperature(net, clean_imgs, noisy_imgs, residual=False, seed=0, device=
     best = min(scores, key=scores.get)
     return best, {'criterion': 'akld', 'akld': scores, 'akld_at_fit': scores[best],
                   'target_std_8bit': noise_rms(clean_imgs, noisy_imgs) * 255, 'reached_std_8bit': rms[best] * 255}
+
+
+def calibrate_temperature(net, calibrate, residual, seed, device):
+    """``--temperature auto``: fit it on the real pairs ``calibrate = (CLEAN, NOISY)`` (folders or LMDBs matched by
+    name); returns (value, facts)."""
+    import os
+
+    from senm_plugin.data.image_set import read_pairs
+    clean, noisy = read_pairs(calibrate[0], calibrate[1], '--calibrate')
+    temperature, facts = fit_temperature(net, clean, noisy, residual or False, seed, device)
+    facts.update(pairs=len(clean), clean=os.path.abspath(calibrate[0]), noisy=os.path.abspath(calibrate[1]),
+                 temperature=temperature)
+    print(f'--temperature auto: {temperature:g}, the lowest AKLD ({facts["akld_at_fit"]:.4f}) on {len(clean)} pairs '
+          f'(noise std {facts["reached_std_8bit"]:.2f}, real {facts["target_std_8bit"]:.2f})', flush=True)
+    return temperature, facts

@@ -1,8 +1,8 @@
 """``basicsr export onnx``: ScaoedNet (denoising) or SeNM-VAE ``translate`` (noise synthesis) as an ONNX graph with
 dynamic batch, height and width, checked against PyTorch with onnxruntime.
 
-    basicsr export onnx --model net_g.pth --arch ScaoedNet --network-opt options/scaoednet_sidd.yml --out den.onnx
-    basicsr export onnx --model net_g.pth --arch SeNMVAE-translate --network-opt options/senm_cpu.yml \
+    basicsr export onnx --model net_g.pth --arch ScaoedNet --network-opt options/train/scaoednet_sidd.yml --out den.onnx
+    basicsr export onnx --model net_g.pth --arch SeNMVAE-translate --network-opt options/train/senm_cpu.yml \
         --residual level --out noise.onnx
 
 Inputs are RGB in [0, 1], NCHW float32; any height and width (the graph pads to the multiple the network needs by
@@ -51,7 +51,7 @@ class TranslateGraph(torch.nn.Module):
     def __init__(self, net, temperature=1.0, residual=False, deterministic=False):
         super().__init__()
         self.net, self.temperature, self.residual, self.deterministic = net, temperature, residual, deterministic
-        self.multiple = 2**(len(net.num_levels) - 1 + net.num_down)
+        self.multiple = 2**(len(net.num_latent_layers) - 1 + net.num_down)
 
     def forward(self, clean, level):
         return _pad_crop(
@@ -68,7 +68,8 @@ def _export(graph, inputs, names, path, opset):
                       dynamic_axes=dynamic, opset_version=opset, dynamo=False)
 
 
-def _run_onnx(path, feeds):
+def run_onnx(path, feeds):
+    """Run an exported graph with onnxruntime on CPU; returns its output."""
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -79,7 +80,8 @@ def _run_onnx(path, feeds):
 
 def build(arch, model, network_opt, param_key='params'):
     """The network of ``arch`` with the weights of ``model``, in eval mode on the CPU."""
-    from senm_plugin.generate import GenerateError, load_senmvae, network_options
+    from senm_plugin.errors import GenerateError
+    from senm_plugin.noise.model import load_senmvae, network_options
     if arch == 'SeNMVAE-translate':
         net = load_senmvae(model, network_opt, 'cpu', param_key)
         net.winograd = False  # the CPU kernel is not an ONNX operator
@@ -112,7 +114,7 @@ def export_onnx(arch, net, out, size=64, opset=17, temperature=1.0, residual=Fal
             _export(graph, [example], ['noisy'], out, opset)
             if not check:
                 return None
-            return float(np.abs(_run_onnx(out, {'noisy': probe}) - graph(probe).numpy()).max())
+            return float(np.abs(run_onnx(out, {'noisy': probe}) - graph(probe).numpy()).max())
         level = torch.full((1, ), 0.04)
         _export(TranslateGraph(net, temperature, residual), [example, level], ['clean', 'level'], out, opset)
         if not check:
@@ -123,7 +125,7 @@ def export_onnx(arch, net, out, size=64, opset=17, temperature=1.0, residual=Fal
         try:
             _export(det, [example, level], ['clean', 'level'], det_path, opset)
             levels = torch.tensor([0.02, 0.06])
-            return float(np.abs(_run_onnx(det_path, {'clean': probe, 'level': levels}) -
+            return float(np.abs(run_onnx(det_path, {'clean': probe, 'level': levels}) -
                                 det(probe, levels).numpy()).max())
         finally:
             if os.path.exists(det_path):
@@ -146,7 +148,7 @@ def main(argv=None):
     o.add_argument('--residual', choices=('clean', 'mean', 'level'), help='SeNMVAE-translate: as basicsr generate')
     o.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
     args = p.parse_args(argv)
-    from senm_plugin.generate import GenerateError
+    from senm_plugin.errors import GenerateError
     try:
         if args.size < 8 or args.size % 8:
             raise ExportError(f'--size must be a multiple of 8 and at least 8, got {args.size}')
