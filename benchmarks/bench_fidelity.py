@@ -1,5 +1,6 @@
 """Fidelity of the learned noise on real camera pairs: SeNM-VAE against fitted Gaussian / Poisson-Gaussian noise,
-and a denoiser trained on real pairs alone, on fitted-Gaussian + real pairs and on SeNM-VAE synthetic + real pairs.
+and a denoiser trained on real pairs alone, on fitted-Gaussian + real pairs, on SeNM-VAE synthetic + real pairs and,
+as the yardstick, on the clean-only tiles with their true noisy partners + real pairs.
 
     python benchmarks/bench_fidelity.py --pairs DIR [--out results/fidelity] [--seed 0]
 
@@ -12,7 +13,7 @@ all scenes): ``--paired-scenes`` give the paired domain (``--paired-tiles`` of
 their tiles), ``--source-scenes`` their clean tiles only, ``--target-scenes`` their noisy tiles only, and
 ``--test-scenes`` are held out for every score. Then the demo's pipeline runs on those tiles (``basicsr prepare
 folders``, SeNM-VAE with ``options/train/senm_cpu.yml`` (1,500 iterations), ``basicsr generate --residual level
---temperature auto``, the three ScaoedNet trainings, ``basicsr evaluate noise``) and one table is printed and written
+--temperature auto``, the four ScaoedNet trainings, ``basicsr evaluate noise``) and one table is printed and written
 to ``OUT/summary.md``. About 20 minutes on 2 cores.
 """
 import argparse
@@ -55,7 +56,8 @@ def find_pairs(root, clean_suffix, noisy_suffix):
 def write_tiles(pairs, split, root, size, paired_tiles, seed):
     """Cut every scene of ``split`` into tiles under ``root`` in the demo's folder layout; returns (folders, facts)."""
     folders = {}
-    plan = {'paired': ('gt', 'lq'), 'source': ('gt', ), 'target': ('lq', ), 'test': ('gt', 'lq')}
+    # source/lq: the real noisy partners of the clean-only tiles, never shown to the noise model: the yardstick denoiser
+    plan = {'paired': ('gt', 'lq'), 'source': ('gt', 'lq'), 'target': ('lq', ), 'test': ('gt', 'lq')}
     rng = np.random.default_rng(seed)
     counts = {}
     for role, kinds in plan.items():

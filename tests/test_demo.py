@@ -1,8 +1,10 @@
 """`basicsr demo --quick`: the main job runs end to end on embedded data and writes its report."""
 import json
+import os
 
 import cv2
 import numpy as np
+import yaml
 
 from helpers import run_basicsr
 from senm_plugin.noise.levels import sample_sidd_levels, sample_sidd_shot_read
@@ -28,8 +30,14 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert all(np.isfinite(v['kld']) and v['kld'] >= 0 for v in summary['noise'].values())
     den = summary['denoise']
     assert 0 < den['noisy_psnr'] < 40
-    for key in ('pairs_only', 'gaussian_plus_pairs', 'synthetic_plus_pairs'):
+    for key in ('pairs_only', 'gaussian_plus_pairs', 'synthetic_plus_pairs', 'true_noise_plus_pairs'):
         assert np.isfinite(den[key]['psnr']), key
+    # the yardstick's pairs: every clean-only crop with a capture of its own, never given to the noise model
+    source = sorted(os.listdir(out / 'data' / 'source' / 'gt'))
+    assert sorted(os.listdir(out / 'data' / 'source' / 'lq')) == source
+    senm_data = yaml.safe_load((out / 'options' / 'demo_senm_seed0.yml').read_text())['datasets']['train']
+    assert senm_data['dataroot_source'].endswith('source.lmdb') and 'source/lq' not in str(senm_data)
+    assert len((out / 'lmdb' / 'source.lmdb' / 'meta_info.txt').read_text().splitlines()) == len(source)
     assert summary['real_noise_std_8bit'] > 1 and summary['noise']['generated']['noise_std_8bit'] >= 0
     assert summary['synthetic_pairs'] == summary['data']['source'] > 0
     text = (out / 'summary.md').read_text()
@@ -39,6 +47,8 @@ def test_demo_quick_runs_the_whole_pipeline(tmp_path):
     assert 'Gaussian (fitted)' in verdict and 'Poisson-Gaussian (fitted)' in verdict
     assert 'Gaussian (per-image sigma)' in verdict
     assert 'synthetic pairs lifted the denoiser' in verdict or 'synthetic pairs did NOT lift' in verdict
+    assert 'Yardstick: the same clean-only images with their true noise' in verdict
+    assert '| ScaoedNet, true noise of the same clean-only images + real pairs (yardstick) |' in text
     assert len(list((out / 'gaussian' / 'lq').iterdir())) == summary['data']['source']
     for name in ('grid.png', 'histogram.png', 'noise_level.png', 'report.md', 'report.json'):
         assert (out / 'noise' / name).is_file(), name

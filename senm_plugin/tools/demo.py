@@ -64,9 +64,12 @@ def gaussian_pairs(folders, out, seed):
 
 
 def train_denoisers(folders, lmdb_root, synth_roots, out, iters, seed):
-    """Train the demo ScaoedNet once per entry of DENOISERS; returns {key: scores on the test pairs}."""
+    """Train the demo ScaoedNet on the real pairs alone and once per entry of DENOISERS with training pairs in
+    ``synth_roots`` ({key: (gt root, lq root, backend)}); returns {key: scores on the test pairs}."""
     scores = {}
     for key, _ in DENOISERS:
+        if key != 'pairs_only' and key not in synth_roots:
+            continue
         opt = load_template(DENOISER_TEMPLATE)
         opt['name'] = f'demo_scaoednet_{key}_seed{seed}'
         train = opt['datasets']['train']
@@ -169,12 +172,14 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None):
     gauss_gt, gauss_lq, sigma = gaussian_pairs(folders, os.path.join(out, 'gaussian'), seed)
     print(f'    sigma = {sigma * 255:.2f} (8-bit levels)')
 
-    stage(6, f'training ScaoedNet three ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real pairs, '
-          f'SeNM-VAE synthetic + real pairs ({den_iters} iterations each)')
-    den_scores = train_denoisers(folders, lmdb_root, {
-        'gaussian_plus_pairs': (gauss_gt, gauss_lq, 'disk'),
-        'synthetic_plus_pairs': (os.path.join(synth, 'gt.lmdb'), os.path.join(synth, 'lq.lmdb'), 'lmdb')
-    }, out, den_iters, seed)
+    roots = {'gaussian_plus_pairs': (gauss_gt, gauss_lq, 'disk'),
+             'synthetic_plus_pairs': (os.path.join(synth, 'gt.lmdb'), os.path.join(synth, 'lq.lmdb'), 'lmdb')}
+    if 'source_lq' in folders:  # the true noise of the clean-only images, where the data has it: the yardstick
+        roots['true_noise_plus_pairs'] = (folders['source_gt'], folders['source_lq'], 'disk')
+    stage(6, f'training ScaoedNet {len(roots) + 1} ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real '
+          f'pairs, SeNM-VAE synthetic + real pairs{", true noise + real pairs" if len(roots) > 2 else ""} '
+          f'({den_iters} iterations each)')
+    den_scores = train_denoisers(folders, lmdb_root, roots, out, den_iters, seed)
 
     stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
     senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')

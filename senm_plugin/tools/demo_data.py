@@ -42,14 +42,16 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
     Crops of the training images are split into ``num_paired`` pairs, then halves of clean-only (source) and
     noisy-only (target) crops; the held-out images give the test pairs. One simulated sRGB camera
     (``DEMO_CAMERA``) renders every image: clean ones without noise, noisy ones with raw noise at a gain drawn from
-    ``gains`` (default DEMO_GAINS).
+    ``gains`` (default DEMO_GAINS). ``source/lq`` holds a capture of each clean-only crop with the camera's own noise
+    (its own random stream, so the other images do not change): never a training input of the noise model, only the
+    yardstick of a denoiser trained on the true noise.
     """
     rng = np.random.default_rng(seed)
     low, high = gains or DEMO_GAINS
 
-    def noisy(img):
-        gain = low if high == low else float(np.exp(rng.uniform(np.log(low), np.log(high))))
-        return capture_noisy(img, DEMO_CAMERA.at_gain(gain), rng)
+    def noisy(img, r=rng):
+        gain = low if high == low else float(np.exp(r.uniform(np.log(low), np.log(high))))
+        return capture_noisy(img, DEMO_CAMERA.at_gain(gain), r)
 
     crops = [c for name in TRAIN_IMAGES for c in _random_crops(_read_sample(name), crop, crops_per_image, rng)]
     order = rng.permutation(len(crops))
@@ -74,6 +76,9 @@ def make_demo_data(root, crop=96, crops_per_image=12, num_paired=6, test_crop=12
         for k, c in enumerate(_random_crops(_read_sample(name), test_crop, 2, rng)):
             write('test', 'gt', 2 * j + k, render_clean(c, DEMO_CAMERA))
             write('test', 'lq', 2 * j + k, noisy(c))
+    true_rng = np.random.default_rng([seed, 1])
+    for i in source:
+        write('source', 'lq', i, noisy(crops[i], true_rng))
     facts = {
         'shot': DEMO_CAMERA.shot,
         'read': DEMO_CAMERA.read,
