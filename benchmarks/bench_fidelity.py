@@ -26,6 +26,7 @@ import numpy as np
 
 from senm_plugin.tools import demo
 from senm_plugin.tools.demo_report import write_summary
+from senm_plugin.tools.demo_train import cpu_cores
 from senm_plugin.data.image_io import list_images
 from senm_plugin.data.scene_split import SPLITS, split_scenes, tiles
 
@@ -99,6 +100,7 @@ def main(argv=None):
     p.add_argument('--split', choices=SPLITS, default='stratified',
                    help='how scenes get their roles (default stratified: held-out conditions have noisy-only scenes)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--jobs', type=int, default=min(2, cpu_cores()), help='denoisers trained at a time (default 2)')
     args = p.parse_args(argv)
     start = time.time()
     pairs = find_pairs(args.pairs, args.clean_suffix, args.noisy_suffix)
@@ -111,7 +113,7 @@ def main(argv=None):
     for role, scenes in split.items():
         print(f'    {role}: {", ".join(scenes)}')
     iters, den_iters = demo.default_iters(args.iters, args.denoiser_iters)
-    summary = demo.run_pipeline(folders, facts, out, iters, den_iters, args.seed, REAL_CAMERA_SAMPLING)
+    summary = demo.run_pipeline(folders, facts, out, iters, den_iters, args.seed, REAL_CAMERA_SAMPLING, args.jobs)
     summary['seconds'] = round(time.time() - start, 1)
     print('\n' + write_summary(summary, out, title='bench_fidelity: learned noise on real camera pairs'))
     return 0

@@ -21,10 +21,16 @@ def test_sidd_prior_in_range():
 
 
 def test_demo_quick_runs_the_whole_pipeline(tmp_path):
-    proc = run_basicsr(['demo', '--quick', '--out', str(tmp_path / 'demo')], cwd=str(tmp_path), timeout=900)
+    proc = run_basicsr(['demo', '--quick', '--jobs', '2', '--out', str(tmp_path / 'demo')], cwd=str(tmp_path),
+                       timeout=900)
     for k in range(1, 8):
         assert f'==> {k}/7' in proc.stdout
     out = tmp_path / 'demo'
+    # the denoisers trained two at a time, each with its own log
+    logs = sorted(p.name for p in (out / 'logs').iterdir())
+    keys = ('pairs_only', 'gaussian_plus_pairs', 'synthetic_plus_pairs', 'true_noise_plus_pairs')
+    assert logs == sorted(f'demo_scaoednet_{k}_seed0.log' for k in keys)
+    assert all('End of training' in (out / 'logs' / name).read_text() for name in logs)
     summary = json.loads((out / 'summary.json').read_text())
     assert set(summary['noise']) == {'generated', 'gaussian', 'poisson_gaussian', 'gaussian_per_image'}
     assert all(np.isfinite(v['kld']) and v['kld'] >= 0 for v in summary['noise'].values())
@@ -76,3 +82,15 @@ def test_option_templates_come_from_the_repository_else_from_the_installed_packa
     else:
         with pytest.raises(FileNotFoundError, match='found neither in'):
             demo_train.template_path(SENM_TEMPLATE)
+
+
+def test_parallel_training_runs_report_a_failed_run_with_its_log(tmp_path, monkeypatch):
+    import pytest
+    from senm_plugin.tools import demo_train
+    monkeypatch.chdir(tmp_path)
+    opts = [{'name': f'broken{k}', 'model_type': 'NoSuchModel', 'train': {}, 'logger': {}, 'val': {}} for k in (0, 1)]
+    failed = r'basicsr train of broken\d failed \(exit \d+\); the end of .*broken\d\.log'
+    with pytest.raises(RuntimeError, match=failed):
+        demo_train.run_trains(opts, str(tmp_path), iters=5, seed=0, jobs=2)
+    written = yaml.safe_load((tmp_path / 'options' / 'broken0.yml').read_text())
+    assert written['train']['total_iter'] == 5 and written['manual_seed'] == 0

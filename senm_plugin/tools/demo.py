@@ -19,7 +19,7 @@ from senm_plugin.noise.baselines import baseline_noisy, fit_gaussian
 from senm_plugin.noise.seeds import STREAM_LATENT
 from senm_plugin.tools.demo_data import make_demo_data
 from senm_plugin.tools.demo_report import DENOISERS, write_summary
-from senm_plugin.tools.demo_train import evaluate_denoiser, load_template, run_train
+from senm_plugin.tools.demo_train import cpu_cores, evaluate_denoiser, load_template, run_train, run_trains
 from senm_plugin.tools.evaluate import noise_args, run_noise
 from senm_plugin.tools.evaluate_report import jsonable
 from senm_plugin.tools.generate import run_generate
@@ -32,9 +32,11 @@ SENM_TEMPLATE, DENOISER_TEMPLATE = 'train/senm_cpu.yml', 'demo/demo_scaoednet.ym
 # (the temperature is fitted on the real pairs: --temperature auto --calibrate paired_gt paired_lq); on the simulated
 # camera `mean` beats `level` on KLD and downstream (benchmarks/RESULTS.md), on real pairs `level` wins
 DEMO_GENERATE = {'residual': 'mean', 'temperature': 'auto'}
-# SeNM-VAE iterations of the demo: options/train/senm_cpu.yml's 1,500, at which the learned noise beats both fitted
-# baselines on KLD and AKLD (at 600 it lost on KLD; benchmarks/RESULTS.md, "The yardstick")
-DEMO_SENM_ITERS = 1500
+# SeNM-VAE training of the demo: options/train/senm_cpu.yml on 24x24 crops (its 32x32 cost 1.7x the time per
+# iteration) for 900 iterations, which beats both fitted baselines on KLD and AKLD as 1,500 iterations on 32x32 crops
+# did, in 41% of the time, so that the demo ends within 10 minutes on 2 cores (benchmarks/RESULTS.md, "The demo in
+# 10 minutes"; 600 iterations on 32x32 lost on KLD)
+DEMO_SENM_ITERS, DEMO_SENM_PATCH = 900, 24
 # share of real pairs in the mixed training sets of the denoisers
 REAL_RATIO = 0.5
 
@@ -64,43 +66,49 @@ def gaussian_pairs(folders, out, seed):
     return gt_dir, lq_dir, model.sigma
 
 
-def train_denoisers(folders, lmdb_root, synth_roots, out, iters, seed):
+def train_denoisers(folders, lmdb_root, synth_roots, out, iters, seed, jobs=1):
     """Train the demo ScaoedNet on the real pairs alone and once per entry of DENOISERS with training pairs in
-    ``synth_roots`` ({key: (gt root, lq root, backend)}); returns {key: scores on the test pairs}."""
-    scores = {}
-    for key, _ in DENOISERS:
-        if key != 'pairs_only' and key not in synth_roots:
-            continue
-        opt = load_template(DENOISER_TEMPLATE)
-        opt['name'] = f'demo_scaoednet_{key}_seed{seed}'
-        train = opt['datasets']['train']
-        real = {
-            'dataroot_gt': os.path.join(lmdb_root, 'paired_gt.lmdb'),
-            'dataroot_lq': os.path.join(lmdb_root, 'paired_lq.lmdb'),
-            'io_backend': {
-                'type': 'lmdb'
-            }
+    ``synth_roots`` ({key: (gt root, lq root, backend)}), ``jobs`` at a time; returns {key: scores on the test
+    pairs}."""
+    keys = [key for key, _ in DENOISERS if key == 'pairs_only' or key in synth_roots]
+    opts = [denoiser_options(key, folders, lmdb_root, synth_roots, seed) for key in keys]
+    roots = run_trains(opts, out, iters, seed, jobs)
+    return {
+        key: evaluate_denoiser(os.path.join(root, 'models', 'net_g_latest.pth'), opt['network_g'], folders['test_gt'],
+                               folders['test_lq'])
+        for key, opt, root in zip(keys, opts, roots)
+    }
+
+
+def denoiser_options(key, folders, lmdb_root, synth_roots, seed):
+    """The option dict of the demo ScaoedNet ``key`` of DENOISERS: the real pairs alone, or mixed with the pairs of
+    ``synth_roots[key]``."""
+    opt = load_template(DENOISER_TEMPLATE)
+    opt['name'] = f'demo_scaoednet_{key}_seed{seed}'
+    train = opt['datasets']['train']
+    real = {
+        'dataroot_gt': os.path.join(lmdb_root, 'paired_gt.lmdb'),
+        'dataroot_lq': os.path.join(lmdb_root, 'paired_lq.lmdb'),
+        'io_backend': {
+            'type': 'lmdb'
         }
-        if key == 'pairs_only':
-            train.update(real)
-        else:
-            synth_gt, synth_lq, backend = synth_roots[key]
-            train.update(
-                type='MixedPairDataset',
-                dataroot_synth_gt=synth_gt,
-                dataroot_synth_lq=synth_lq,
-                dataroot_real_gt=real['dataroot_gt'],
-                dataroot_real_lq=real['dataroot_lq'],
-                io_backend_synth={'type': backend},
-                io_backend_real=real['io_backend'],
-                real_ratio=REAL_RATIO)
-            train.pop('io_backend', None)
-        opt['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
-        exp_root = run_train(opt, out, iters, seed)
-        scores[key] = evaluate_denoiser(
-            os.path.join(exp_root, 'models', 'net_g_latest.pth'), opt['network_g'], folders['test_gt'],
-            folders['test_lq'])
-    return scores
+    }
+    if key == 'pairs_only':
+        train.update(real)
+    else:
+        synth_gt, synth_lq, backend = synth_roots[key]
+        train.update(
+            type='MixedPairDataset',
+            dataroot_synth_gt=synth_gt,
+            dataroot_synth_lq=synth_lq,
+            dataroot_real_gt=real['dataroot_gt'],
+            dataroot_real_lq=real['dataroot_lq'],
+            io_backend_synth={'type': backend},
+            io_backend_real=real['io_backend'],
+            real_ratio=REAL_RATIO)
+        train.pop('io_backend', None)
+    opt['datasets']['val'].update(dataroot_gt=folders['test_gt'], dataroot_lq=folders['test_lq'])
+    return opt
 
 
 def prepare_domains(folders, lmdb_root, seed):
@@ -153,16 +161,20 @@ def generate_synthetic(senm_root, senm_opt, lmdb_root, out, seed, sampling=None)
     })
 
 
-def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None):
+def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None, jobs=1, patch=None):
     """Stages 2-7 on the image folders of ``make_demo_data``'s layout (any real data cut the same way, too):
-    prepare, SeNM-VAE, generate (sampled as ``sampling``, default DEMO_GENERATE), Gaussian pairs, three denoisers,
-    noise evaluation; returns the summary dict (the caller adds its run time as ``seconds``)."""
+    prepare, SeNM-VAE (trained on ``patch``-sized crops, default the template's), generate (sampled as ``sampling``,
+    default DEMO_GENERATE), Gaussian pairs, the denoisers (``jobs`` at a time), noise evaluation; returns the summary
+    dict (the caller adds its run time as ``seconds``)."""
     sampling = sampling or DEMO_GENERATE
     stage(2, 'basicsr prepare folders: the three domains as LMDBs')
     lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), seed)
 
     stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
-    senm_root, senm_opt = train_senmvae(load_template(SENM_TEMPLATE), folders, lmdb_root, out, iters, seed)
+    senm = load_template(SENM_TEMPLATE)
+    if patch:
+        senm['datasets']['train']['gt_size'] = patch
+    senm_root, senm_opt = train_senmvae(senm, folders, lmdb_root, out, iters, seed)
 
     stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
     synth = os.path.join(out, 'synthetic')
@@ -180,7 +192,7 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None):
     stage(6, f'training ScaoedNet {len(roots) + 1} ways: {facts["paired"]} real pairs alone, fitted-Gaussian + real '
           f'pairs, SeNM-VAE synthetic + real pairs{", true noise + real pairs" if len(roots) > 2 else ""} '
           f'({den_iters} iterations each)')
-    den_scores = train_denoisers(folders, lmdb_root, roots, out, den_iters, seed)
+    den_scores = train_denoisers(folders, lmdb_root, roots, out, den_iters, seed, jobs)
 
     stage(7, 'basicsr evaluate noise: SeNM-VAE against fitted Gaussian and Poisson-Gaussian noise')
     senm_ckpt = os.path.join(senm_root, 'models', 'net_g_latest.pth')
@@ -220,10 +232,12 @@ def main(argv=None):
                         help='ScaoedNet training iterations (default: options/demo/demo_scaoednet.yml)')
     parser.add_argument('--quick', action='store_true', help='a smoke run: 10 iterations each, fewer crops')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--jobs', type=int, default=min(2, cpu_cores()),
+                        help='denoisers trained at a time, sharing the CPU cores (default 2 where there are 2 cores)')
     args = parser.parse_args(argv)
     iters, den_iters = default_iters(args.iters, args.denoiser_iters, args.quick, DEMO_SENM_ITERS)
-    if iters < 1 or den_iters < 1:
-        parser.error('--iters and --denoiser-iters must be >= 1')
+    if iters < 1 or den_iters < 1 or args.jobs < 1:
+        parser.error('--iters, --denoiser-iters and --jobs must be >= 1')
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     start = time.time()
@@ -232,7 +246,7 @@ def main(argv=None):
     folders, facts = make_demo_data(os.path.join(out, 'data'), crops_per_image=4 if args.quick else 12, seed=args.seed)
     print(f'    {facts["paired"]} pairs, {facts["source"]} clean-only, {facts["target"]} noisy-only crops, '
           f'{facts["test"]} held-out test pairs')
-    summary = run_pipeline(folders, facts, out, iters, den_iters, args.seed)
+    summary = run_pipeline(folders, facts, out, iters, den_iters, args.seed, jobs=args.jobs, patch=DEMO_SENM_PATCH)
     summary['seconds'] = round(time.time() - start, 1)
     print('\n' + write_summary(summary, out))
     print(f'Demo finished in {summary["seconds"]} s; results in {out}', flush=True)

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -35,8 +36,9 @@ def load_template(name):
         return yaml.safe_load(f)
 
 
-def run_train(opt, out, iters, seed):
-    """Run ``basicsr train`` on ``opt`` (iterations and seed set here) in a fresh experiment; returns its folder."""
+def write_run(opt, out, iters, seed):
+    """Set ``opt``'s iterations, seed and schedule, write it under ``out/options`` and clear its experiment folder;
+    returns (option file, experiment folder)."""
     opt['manual_seed'] = seed
     opt['train']['total_iter'] = iters
     opt['logger']['save_checkpoint_freq'] = iters
@@ -54,10 +56,64 @@ def run_train(opt, out, iters, seed):
     os.makedirs(os.path.dirname(opt_path), exist_ok=True)
     with open(opt_path, 'w') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
+    return opt_path, exp_root
+
+
+def train_command(opt_path):
+    """The ``basicsr train`` command line of an option file, as a subprocess: BasicSR sets up its root logger once per
+    process, so a second run in the same process would log to the first's file."""
+    return [sys.executable, '-m', 'senm_plugin.cli', 'train', '-opt', opt_path]
+
+
+def run_train(opt, out, iters, seed):
+    """Run ``basicsr train`` on ``opt`` (iterations and seed set here) in a fresh experiment; returns its folder."""
+    opt_path, exp_root = write_run(opt, out, iters, seed)
     print(f'$ basicsr train -opt {opt_path}', flush=True)
-    # a process per run: BasicSR sets up its root logger once per process, so a second run would log to the first's file
-    subprocess.run([sys.executable, '-m', 'senm_plugin.cli', 'train', '-opt', opt_path], check=True)
+    subprocess.run(train_command(opt_path), check=True)
     return exp_root
+
+
+def cpu_cores():
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def run_trains(opts, out, iters, seed, jobs=1):
+    """``run_train`` on each option dict of ``opts``, ``jobs`` runs at a time; returns their experiment folders.
+
+    Small networks use several cores poorly: two runs of one thread each finish sooner than two runs one after the
+    other with two threads each. Parallel runs split the cores between them and log to ``out/logs/NAME.log``.
+    """
+    if jobs <= 1 or len(opts) <= 1:
+        return [run_train(opt, out, iters, seed) for opt in opts]
+    threads = str(max(1, cpu_cores() // jobs))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
+    pending = [(opt['name'], *write_run(opt, out, iters, seed)) for opt in opts]
+    roots, running = [root for _, _, root in pending], []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                name, opt_path, _ = pending.pop(0)
+                log = os.path.join(out, 'logs', f'{name}.log')
+                print(f'$ basicsr train -opt {opt_path}  (log: {log}, {threads} thread(s))', flush=True)
+                with open(log, 'w') as f:
+                    proc = subprocess.Popen(train_command(opt_path), stdout=f, stderr=subprocess.STDOUT, env=env)
+                running.append((name, log, proc, time.time()))
+            time.sleep(0.5)
+            for run in [r for r in running if r[2].poll() is not None]:
+                running.remove(run)
+                name, log, proc, start = run
+                if proc.returncode:
+                    with open(log) as f:
+                        tail = ''.join(f.readlines()[-20:])
+                    raise RuntimeError(f'basicsr train of {name} failed (exit {proc.returncode}); the end of {log}:\n'
+                                       f'{tail}')
+                print(f'    {name}: done in {time.time() - start:.0f} s', flush=True)
+    finally:
+        for _, _, proc, _ in running:
+            proc.kill()
+    return roots
 
 
 def evaluate_denoiser(net_path, network_opt, test_gt, test_lq):
