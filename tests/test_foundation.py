@@ -224,7 +224,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
         'senm_plugin.train', '-opt', opt, '--launcher', 'pytorch'
     ]
     proc = subprocess.run(
-        cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        cmd, cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES=''))  # on CPU where a GPU exists too
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / 'experiments' / 'ddp'
     assert (exp / 'models' / 'net_g_4.pth').exists() and (exp / 'training_states' / '4.state').exists()

@@ -240,7 +240,7 @@ def test_two_processes_under_torchrun_write_what_one_process_writes(setup, tmp_p
             json.dumps(TINY_LEVEL_OPT), '--levels', f'estimate:{setup["noisy"]}', '--device', 'cpu',
             '--batch-size', '2', '--seed', '3']
     assert main(args + ['--out', str(tmp_path / 'one')]) == 0
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES='')  # gloo on CPU where GPUs exist too
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m',
                            'senm_plugin.tools.generate'] + args + ['--out', str(tmp_path / 'two')],
                           env=env, capture_output=True, text=True, timeout=300)

@@ -190,3 +190,15 @@ def test_checkpoint_keys(tmp_path):
     with pytest.raises(CheckpointError, match='num_feat'):  # a default-size checkpoint into a tiny network
         torch.save(ScaoedNet(num_blocks=1).state_dict(), tmp_path / 'big.pth')
         load_network_weights(other, str(tmp_path / 'big.pth'))
+
+
+def test_nfae_weights_a_flat_channel_in_half_precision():
+    from senm_plugin.archs.scaoednet_blocks import NFAE
+    x = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, 1] = 0.5  # a flat channel: zero variance, where only eps keeps the weight defined
+    full = NFAE()(x)
+    # closed form for the flat channel: both weights sigmoid(0) = 1/2, so it comes out at x / 4
+    assert torch.allclose(full[:, 1], torch.full_like(full[:, 1], 0.125))
+    half = NFAE()(x.half())
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    assert torch.allclose(half.float(), full, atol=2e-3)

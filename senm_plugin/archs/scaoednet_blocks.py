@@ -44,10 +44,13 @@ class NFAE(nn.Module):
     eps = 1e-16
 
     def forward(self, x):
-        var = (x - _spatial_mean(x)).pow(2)
+        # the variances in float32 (a no-op for float32 input): in half precision eps rounds to 0 and a flat channel
+        # gives 0/0
+        x32 = x.float()
+        var = (x32 - _spatial_mean(x32)).pow(2)
         weight_spatial = torch.sigmoid(10 * var / (_spatial_mean(var) + self.eps))
         weight_channel = torch.sigmoid(10 * var / (var.mean(dim=1, keepdim=True) + self.eps))
-        return x * (weight_spatial * weight_channel)
+        return x * (weight_spatial * weight_channel).to(x.dtype)
 
 
 class InitialDENet(nn.Module):
