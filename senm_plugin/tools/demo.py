@@ -170,10 +170,11 @@ def run_pipeline(folders, facts, out, iters, den_iters, seed, sampling=None, job
     stage(2, 'basicsr prepare folders: the three domains as LMDBs')
     lmdb_root = prepare_domains(folders, os.path.join(out, 'lmdb'), seed)
 
-    stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations)')
     senm = load_template(SENM_TEMPLATE)
     if patch:
         senm['datasets']['train']['gt_size'] = patch
+    crop = senm['datasets']['train']['gt_size']
+    stage(3, f'training a small SeNM-VAE on the three domains ({iters} iterations on {crop}x{crop} crops)')
     senm_root, senm_opt = train_senmvae(senm, folders, lmdb_root, out, iters, seed)
 
     stage(4, 'basicsr generate: synthetic pairs from the clean-only crops, levels estimated from noisy-only crops')
